@@ -1,0 +1,17 @@
+"""App config: imports every installed app's ``sockets.py`` and registers the system checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class WsgroupsConfig(AppConfig):
+    name = "wsgroups"
+    verbose_name = "WebSockets"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the checks
+
+        autodiscover_modules("sockets")

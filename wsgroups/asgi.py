@@ -1,0 +1,67 @@
+"""``get_asgi_application()``: HTTP to Django, WebSocket upgrades to wsgroups, lifespan handled."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["get_asgi_application"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ProtocolRouter:
+    """Route by scope type: ``http`` to Django, ``websocket`` to wsgroups, ``lifespan`` answered here."""
+
+    def __init__(self, http: ASGIApp, websocket: ASGIApp) -> None:
+        self.http = http
+        self.websocket = websocket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.http(scope, receive, send)
+        elif kind == "websocket":
+            await self.websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            raise ValueError(f"wsgroups cannot serve ASGI scope type {kind!r}")
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        from .runtime import current_runtime
+
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                runtime = current_runtime()
+                if runtime is not None:
+                    await runtime.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def get_asgi_application() -> ProtocolRouter:
+    """The project's ASGI application (set up Django first, as ``django.core.asgi`` does).
+
+    When the process runs daphne (its command line or ``runserver``), this also installs
+    :mod:`wsgroups.servers.daphne`, which makes daphne send 101 headers, close reasons,
+    every close code and full rejection responses.
+    """
+    from django.core.asgi import get_asgi_application as django_asgi_application
+
+    http = django_asgi_application()
+
+    from .connection import WebSocketApplication
+
+    if "daphne.server" in sys.modules:
+        from .servers import daphne
+
+        daphne.install()
+    return ProtocolRouter(http, WebSocketApplication())

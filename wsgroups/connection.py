@@ -1,0 +1,218 @@
+"""The ASGI application for WebSocket scopes: Django decides the upgrade, then frames go to handlers.
+
+One instance serves every socket of the process. Per socket it:
+
+1. refuses a cross-origin upgrade with 403 (before any view runs);
+2. allocates the socket's ID and runs the request through the project's URLconf and
+   HTTP middleware, with ``request.websocket`` set;
+3. sends the view's response as the rejection unless the view called ``send_upgrade``;
+4. reads frames one at a time and awaits each handler before reading the next, which
+   gives per-socket arrival order and back-pressure on the client;
+5. runs the group's disconnect handler exactly once, however the socket ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import close_old_connections
+from django.http import HttpResponse, HttpResponseBase, HttpResponseForbidden, HttpResponseServerError
+from django.urls import set_script_prefix
+
+from .codes import CloseCode
+from .conf import conf
+from .handlers import Handler, handle
+from .handshake import fit_reason, origin_allowed, rejection_headers
+from .middleware import UPGRADE_ATTRIBUTE
+from .runtime import CLOSED, OPEN, LocalSocket, Runtime, get_runtime
+from .upgrade import WebSocketUpgrade
+from .websocket import HANDLED, WebSocket, _current
+
+__all__ = ["WebSocketApplication"]
+
+logger = logging.getLogger("wsgroups")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+RESPONSE_EXTENSION = "websocket.http.response"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _run_sync_handler(func: Callable[..., Any], *args: Any) -> Any:
+    close_old_connections()
+    try:
+        return func(*args)
+    finally:
+        close_old_connections()
+
+
+class UpgradeHandler(ASGIHandler):
+    """Django's ASGI handler, used to run an upgrade request through middleware and the view."""
+
+    async def get_upgrade_response(self, scope: Scope, upgrade: WebSocketUpgrade) -> HttpResponseBase:
+        http_scope = {**scope, "type": "http", "method": "GET"}
+        set_script_prefix(get_script_prefix(http_scope))
+        await signals.request_started.asend(sender=self.__class__, scope=http_scope)
+        request, error_response = self.create_request(http_scope, io.BytesIO())
+        if request is None:
+            assert error_response is not None
+            return error_response
+        setattr(request, UPGRADE_ATTRIBUTE, upgrade)
+        async with ThreadSensitiveContext():
+            response = await self.get_response_async(request)
+        return response
+
+
+class WebSocketApplication:
+    """ASGI app for ``websocket`` scopes (``get_asgi_application`` routes them here)."""
+
+    def __init__(self) -> None:
+        self.django = UpgradeHandler()
+        self._warned_no_response_extension = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = get_runtime()
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        can_respond = RESPONSE_EXTENSION in (scope.get("extensions") or {})
+        if runtime.shutting_down:
+            await self.reject(send, HttpResponse("Server is shutting down.", status=503), can_respond)
+            return
+        origin = _header(scope, b"origin")
+        if not origin_allowed(origin, settings.ALLOWED_HOSTS, conf.ALLOWED_ORIGINS):
+            logger.warning("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
+            await self.reject(send, HttpResponseForbidden("Origin not allowed."), can_respond)
+            return
+
+        sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send)
+        upgrade = WebSocketUpgrade(sock, scope.get("subprotocols") or ())
+        response = await self.django.get_upgrade_response(scope, upgrade)
+        if not upgrade.upgraded:
+            if response is HANDLED:
+                logger.error("The view for %s returned HANDLED without calling send_upgrade()", scope.get("path"))
+                response = HttpResponseServerError("The view returned HANDLED without upgrading.")
+            await self.reject(send, response, can_respond)
+            return
+        await signals.request_finished.asend(sender=UpgradeHandler)
+        if response is not HANDLED:
+            logger.error(
+                "The view for %s called send_upgrade() but returned %r instead of HANDLED; closing WebSocket %s",
+                scope.get("path"),
+                response,
+                sock.id,
+            )
+            sock.close(CloseCode.UNEXPECTED_CONDITION, "upgrade view returned a response")
+        await self.serve(runtime, sock, receive)
+
+    async def reject(self, send: Send, response: HttpResponseBase, can_respond: bool) -> None:
+        """Send ``response`` as the answer to the upgrade request."""
+        try:
+            if can_respond:
+                body = await self._body(response)
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": response.status_code,
+                        "headers": rejection_headers(response.items(), response.cookies.values(), len(body)),
+                        # Not in the ASGI spec (it has no reason phrase); the daphne adapter uses it.
+                        "reason": response.reason_phrase,
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                if not self._warned_no_response_extension:
+                    self._warned_no_response_extension = True
+                    logger.warning(
+                        "This ASGI server cannot send HTTP responses to WebSocket upgrades; "
+                        "rejections go out as 403. Use daphne with wsgroups.asgi or uvicorn."
+                    )
+                await send({"type": "websocket.close"})
+        finally:
+            await sync_to_async(response.close)()
+
+    @staticmethod
+    async def _body(response: HttpResponseBase) -> bytes:
+        if not getattr(response, "streaming", False):
+            return bytes(getattr(response, "content", b""))
+        if getattr(response, "is_async", False):
+            return b"".join([bytes(chunk) async for chunk in response.streaming_content])  # type: ignore[attr-defined]
+        return await sync_to_async(lambda: b"".join(bytes(c) for c in response.streaming_content))()  # type: ignore[attr-defined]
+
+    async def serve(self, runtime: Runtime, sock: LocalSocket, receive: Receive) -> None:
+        """Feed frames to the group's handlers until the socket ends, then run its disconnect handler."""
+        max_size = conf.MAX_MESSAGE_SIZE
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    break
+                if kind != "websocket.receive" or sock.state != OPEN:
+                    continue
+                text = message.get("text")
+                payload: str | bytes
+                if text is not None:
+                    payload, is_text = text, True
+                    # A character is 1-4 UTF-8 bytes: encode only when the length is ambiguous.
+                    size = len(text) if len(text) * 4 <= max_size else len(text.encode("utf-8"))
+                else:
+                    payload, is_text = message.get("bytes") or b"", False
+                    size = len(payload)
+                if size > max_size:
+                    sock.close(CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes exceeds the limit of {max_size}")
+                    continue
+                resolution = handle.resolve(sock.group, is_text)
+                if resolution.handler is None:
+                    sock.close(CloseCode.CANT_ACCEPT_DATA, fit_reason(resolution.missing_reason))
+                    continue
+                runtime.touch_session(sock)
+                await self.call(runtime, sock, resolution.handler, payload)
+        finally:
+            sock.state = CLOSED
+            runtime.remove(sock)
+            disconnect = handle.disconnect_handler(sock.group)
+            if disconnect is not None:
+                await self.call(runtime, sock, disconnect)
+            sock.closed.set()
+
+    async def call(self, runtime: Runtime, sock: LocalSocket, handler: Handler, *args: Any) -> None:
+        """Run one handler with ``WebSocket.current`` set; an exception closes the socket with 1011."""
+        ws = WebSocket(sock.id)
+        token = _current.set(ws)
+        try:
+            if handler.is_async:
+                await handler.func(*args, ws)
+            else:
+                await sync_to_async(_run_sync_handler, thread_sensitive=False, executor=runtime.executor)(
+                    handler.func, *args, ws
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "Handler %s.%s failed on WebSocket %s (group %r); closing with 1011",
+                handler.func.__module__,
+                handler.func.__qualname__,
+                sock.id,
+                sock.group,
+            )
+            sock.close(CloseCode.UNEXPECTED_CONDITION, "server error in handler")
+        finally:
+            _current.reset(token)

@@ -1,0 +1,156 @@
+"""Pure rules of the opening handshake: what may go on a 101, a rejection, or a close.
+
+Nothing here touches a socket; the ASGI shell and the server adapters call these
+functions and send what they return.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.http.request import split_domain_port, validate_host
+
+from .codes import is_sendable_close_code
+
+__all__ = [
+    "MAX_CLOSE_REASON_BYTES",
+    "accept_headers",
+    "check_close",
+    "check_header",
+    "check_subprotocol",
+    "origin_allowed",
+    "rejection_headers",
+]
+
+MAX_CLOSE_REASON_BYTES = 123
+
+# RFC 9110 token characters: a header name is one token.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FORBIDDEN_VALUE_CHARS = ("\r", "\n", "\x00")
+# The handshake headers the server computes itself; letting a view set them would
+# break the handshake or smuggle a second response.
+_RESERVED = frozenset({"upgrade", "connection", "content-length", "transfer-encoding"})
+
+
+def check_header(name: object, value: object, *, argument: str = "headers") -> tuple[str, str]:
+    """Validate one extra header for the 101 and return it as ``(name, value)``.
+
+    Raises :class:`ValueError` naming ``argument`` for reserved names, names that are
+    not tokens, and CR, LF or NUL anywhere; :class:`TypeError` for non-strings.
+    """
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"{argument}: header names and values must be str, got {name!r}: {value!r}")
+    for text, part in ((name, "name"), (value, "value")):
+        if any(ch in text for ch in _FORBIDDEN_VALUE_CHARS):
+            raise ValueError(f"{argument}: header {part} {text!r} contains CR, LF or NUL")
+    if not _TOKEN.match(name):
+        raise ValueError(f"{argument}: header name {name!r} is not a valid HTTP token")
+    lowered = name.lower()
+    if lowered in _RESERVED or lowered.startswith("sec-websocket-"):
+        raise ValueError(f"{argument}: header {name!r} is set by the handshake and cannot be overridden")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{argument}: header value {value!r} is not ISO-8859-1 text") from None
+    return name, value
+
+
+def check_cookie(cookie: object) -> str:
+    """Validate one ``Set-Cookie`` value such as ``"MyCookie1=123; Path=/"``."""
+    if not isinstance(cookie, str):
+        raise TypeError(f"cookies: each cookie must be a str like 'name=value', got {cookie!r}")
+    if any(ch in cookie for ch in _FORBIDDEN_VALUE_CHARS):
+        raise ValueError(f"cookies: cookie {cookie!r} contains CR, LF or NUL")
+    name, sep, _ = cookie.partition("=")
+    if not sep or not _TOKEN.match(name.strip()):
+        raise ValueError(f"cookies: {cookie!r} is not of the form 'name=value[; attributes]'")
+    try:
+        cookie.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"cookies: cookie {cookie!r} is not ISO-8859-1 text") from None
+    return cookie
+
+
+def accept_headers(
+    cookies: Iterable[str] | None, headers: Mapping[str, str] | None
+) -> list[tuple[bytes, bytes]]:
+    """Validate ``cookies`` and ``headers`` and return them as ASGI header pairs."""
+    if isinstance(cookies, str):
+        raise TypeError("cookies must be a list of 'name=value' strings, not one string")
+    if headers is not None and not isinstance(headers, Mapping):
+        raise TypeError("headers must be a mapping of header name to value")
+    pairs: list[tuple[bytes, bytes]] = []
+    for name, value in (headers or {}).items():
+        name, value = check_header(name, value)
+        if name.lower() == "set-cookie":
+            raise ValueError("headers: pass cookies with cookies=, not a Set-Cookie header")
+        pairs.append((name.encode("latin-1"), value.encode("latin-1")))
+    for cookie in cookies or ():
+        pairs.append((b"Set-Cookie", check_cookie(cookie).encode("latin-1")))
+    return pairs
+
+
+def check_subprotocol(chosen: str | None, offered: Sequence[str]) -> str | None:
+    """Return ``chosen`` if the client offered it; ``None`` stays ``None``."""
+    if chosen is None:
+        return None
+    if chosen not in offered:
+        raise ValueError(f"subprotocol {chosen!r} was not offered by the client (offered: {list(offered)})")
+    return chosen
+
+
+def check_close(code: object, reason: object) -> tuple[int, str]:
+    """Validate a close code and reason for the wire; return them normalised."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise TypeError(f"code must be an int close code, got {code!r}")
+    if not is_sendable_close_code(code):
+        raise ValueError(f"code {code} cannot be sent in a close frame (use 1000-1003, 1007-1014 or 3000-4999)")
+    if reason is None:
+        return int(code), ""
+    if not isinstance(reason, str):
+        raise TypeError(f"message must be a str close reason, got {type(reason).__name__}")
+    size = len(reason.encode("utf-8"))
+    if size > MAX_CLOSE_REASON_BYTES:
+        raise ValueError(f"message is {size} UTF-8 bytes; a close reason holds at most {MAX_CLOSE_REASON_BYTES}")
+    return int(code), reason
+
+
+def origin_allowed(origin: str | None, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> bool:
+    """Whether an upgrade with this ``Origin`` header may proceed.
+
+    Clients that send no Origin (non-browser clients) are allowed: the check exists to
+    stop other web pages from using a visitor's cookies. ``"null"`` origins are refused.
+    """
+    if origin is None:
+        return True
+    if "*" in allowed_origins or origin in allowed_origins:
+        return True
+    parsed = urlsplit(origin)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return False
+    host, _ = split_domain_port(parsed.netloc)
+    return bool(host) and validate_host(host, list(allowed_hosts))
+
+
+def rejection_headers(response_items: Iterable[tuple[str, str]], cookies: Iterable[Any], body_length: int) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs for a rejection: the view's headers, its cookies, one Content-Length."""
+    pairs = [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in response_items
+        if name.lower() not in ("content-length", "connection")
+    ]
+    pairs.extend((b"Set-Cookie", morsel.output(header="").strip().encode("latin-1")) for morsel in cookies)
+    pairs.append((b"Content-Length", str(body_length).encode("ascii")))
+    pairs.append((b"Connection", b"close"))
+    return pairs
+
+
+def fit_reason(reason: str) -> str:
+    """Cut a server-made close reason to what a close frame holds, on a character boundary."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."

@@ -1,0 +1,1 @@
+"""Adapters that make ASGI servers carry what the WebSocket model needs."""

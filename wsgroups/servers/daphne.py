@@ -1,0 +1,145 @@
+"""The daphne adapter: 101 headers, close reasons, every close code, and HTTP rejections.
+
+Stock daphne (4.x) drops the ``headers`` of ``websocket.accept`` and the ``reason`` of
+``websocket.close``, answers every rejection with 403, and goes through autobahn's
+``sendClose``, which refuses every code but 1000 and 3000-4999. It also closes every
+socket after ``websocket_timeout`` (a day by default). This module subclasses daphne's
+protocol to fix exactly those points and leaves the rest of daphne alone: its request
+header sanitising, its handshake timeout and autobahn's frame and message size limits
+stay in force.
+
+:func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
+process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import time
+from typing import Any
+
+from daphne import ws_protocol
+
+from ..conf import conf
+from ..handshake import MAX_CLOSE_REASON_BYTES
+
+__all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "install", "serialize_response"]
+
+logger = logging.getLogger("wsgroups.daphne")
+
+RESPONSE_EXTENSION = "websocket.http.response"
+_FORBIDDEN = (b"\r", b"\n", b"\x00")
+
+
+def _check_bytes(part: object, what: str) -> bytes:
+    if not isinstance(part, bytes):
+        raise ValueError(f"{what} must be bytes, got {type(part).__name__}")
+    if any(ch in part for ch in _FORBIDDEN):
+        raise ValueError(f"{what} {part!r} contains CR, LF or NUL")
+    return part
+
+
+def serialize_response(status: int, headers: list[tuple[bytes, bytes]], reason: str | None, body: bytes) -> bytes:
+    """The raw HTTP/1.1 response for a refused upgrade; raises ValueError on header injection."""
+    if not isinstance(status, int) or not 100 <= status <= 599 or status == 101:
+        raise ValueError(f"status must be an HTTP status other than 101, got {status!r}")
+    if not reason:
+        try:
+            reason = http.HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+    phrase = _check_bytes(reason.encode("latin-1", "replace"), "reason phrase")
+    lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
+    has_length = False
+    for name, value in headers:
+        name, value = _check_bytes(name, "header name"), _check_bytes(value, "header value")
+        has_length = has_length or name.lower() == b"content-length"
+        lines.append(name + b": " + value)
+    if not has_length:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
+    """daphne's WebSocket protocol with the handshake and close features ASGI promises."""
+
+    _rejection: tuple[int, list[tuple[bytes, bytes]], str | None] | None = None
+    _rejection_body: list[bytes]
+
+    def onConnect(self, request: Any) -> Any:  # noqa: N802 - autobahn's name
+        _advertise_response_extension(self.factory.server_class)
+        return super().onConnect(request)
+
+    def onOpen(self) -> None:  # noqa: N802
+        self.autoPingTimeout = conf.PING_TIMEOUT
+        super().onOpen()
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        connecting = self.state == self.STATE_CONNECTING
+        if kind == "websocket.accept" and connecting:
+            self._accept(message)
+        elif kind == "websocket.close" and self.state == self.STATE_OPEN:
+            code = message.get("code") or 1000
+            reason = (message.get("reason") or "").encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
+            # sendCloseFrame, unlike sendClose, does not restrict the code to 1000/3000-4999.
+            self.sendCloseFrame(code=code, reasonUtf8=reason or None)
+        elif kind == "websocket.http.response.start" and connecting and self._rejection is None:
+            self._rejection = (message["status"], list(message.get("headers") or []), message.get("reason"))
+            self._rejection_body = []
+        elif kind == "websocket.http.response.body" and self._rejection is not None:
+            self._rejection_body.append(message.get("body") or b"")
+            if not message.get("more_body", False):
+                self._send_rejection()
+        else:
+            super().handle_reply(message)
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        headers: dict[str, list[str]] = {}
+        for name, value in message.get("headers") or ():
+            name, value = _check_bytes(name, "header name"), _check_bytes(value, "header value")
+            headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+        self.handshake_deferred.callback((message.get("subprotocol"), headers))
+        del self.handshake_deferred
+        logger.debug("WebSocket %s accepted by application", self.client_addr)
+
+    def _send_rejection(self) -> None:
+        assert self._rejection is not None
+        status, headers, reason = self._rejection
+        self.sendData(serialize_response(status, headers, reason, b"".join(self._rejection_body)))
+        self._rejection_body = []
+        if hasattr(self, "handshake_deferred"):
+            del self.handshake_deferred
+        self.dropConnection(abort=False)
+        self.server.protocol_disconnected(self)
+        self.server.log_action("websocket", "rejected", {"path": self.request.path, "status": status})
+
+    def check_timeouts(self) -> None:
+        """daphne's timer, without the maximum socket lifetime; pings every ``PING_INTERVAL``."""
+        if self.state == self.STATE_CONNECTING:
+            if self.duration() > self.server.websocket_connect_timeout and hasattr(self, "handshake_deferred"):
+                self.serverReject()
+        elif self.state == self.STATE_OPEN and time.time() - self.last_ping > conf.PING_INTERVAL:
+            self._sendAutoPing()
+            self.last_ping = time.time()
+
+
+def _advertise_response_extension(server: Any) -> None:
+    """Make the server add ``websocket.http.response`` to the scopes of our protocol."""
+    if getattr(server, "_wsgroups_adapted", False):
+        return
+    create_application = server.create_application
+
+    def create_with_extension(protocol: Any, scope: dict[str, Any]) -> Any:
+        if isinstance(protocol, WebSocketProtocol):
+            scope = {**scope, "extensions": {**(scope.get("extensions") or {}), RESPONSE_EXTENSION: {}}}
+        return create_application(protocol, scope)
+
+    server.create_application = create_with_extension
+    server._wsgroups_adapted = True
+
+
+def install() -> None:
+    """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection."""
+    ws_protocol.WebSocketFactory.protocol = WebSocketProtocol

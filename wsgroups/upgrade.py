@@ -1,0 +1,129 @@
+"""``request.websocket``: the upgrade decision a view makes (Starcounter's ``SendUpgrade``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse
+
+from .exceptions import UpgradeError
+from .handshake import accept_headers, check_subprotocol
+from .runtime import LocalSocket
+from .websocket import WebSocket
+
+if TYPE_CHECKING:
+    from django.contrib.sessions.backends.base import SessionBase
+
+__all__ = ["WebSocketUpgrade"]
+
+
+def session_cookie(session_key: str) -> str:
+    """The ``Set-Cookie`` value Django's SessionMiddleware would send for ``session_key``."""
+    response = HttpResponse()
+    response.set_cookie(
+        settings.SESSION_COOKIE_NAME,
+        session_key,
+        max_age=None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else settings.SESSION_COOKIE_AGE,
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        path=settings.SESSION_COOKIE_PATH,
+        secure=settings.SESSION_COOKIE_SECURE or None,
+        httponly=settings.SESSION_COOKIE_HTTPONLY or None,
+        samesite=settings.SESSION_COOKIE_SAMESITE,
+    )
+    return response.cookies[settings.SESSION_COOKIE_NAME].output(header="").strip()
+
+
+class WebSocketUpgrade:
+    """Set as ``request.websocket`` on an upgrade request; falsy attribute is None elsewhere.
+
+    ``id`` is the ID the socket will have; ``subprotocols`` what the client offered.
+    """
+
+    def __init__(self, sock: LocalSocket, subprotocols: Sequence[str]) -> None:
+        self._sock = sock
+        self.subprotocols: list[str] = list(subprotocols)
+        self.upgraded = False
+
+    @property
+    def id(self) -> int:
+        return self._sock.id
+
+    def __repr__(self) -> str:
+        return f"<WebSocketUpgrade id={self.id} upgraded={self.upgraded}>"
+
+    def send_upgrade(
+        self,
+        group: str,
+        cookies: Iterable[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        session: SessionBase | None = None,
+        subprotocol: str | None = None,
+    ) -> WebSocket:
+        """Accept the upgrade into ``group`` and return the usable :class:`WebSocket`.
+
+        The 101 carries ``cookies`` (``Set-Cookie`` values) and ``headers``; ``session``
+        is attached to the socket (saved first if it has no key yet, and then its cookie
+        goes on the 101). Every argument is checked before anything is sent: a second
+        call raises :class:`UpgradeError`; reserved headers and CR/LF/NUL raise ValueError.
+        Then return ``HANDLED`` from the view.
+        """
+        pairs, session_key = self._prepare(group, cookies, headers, session, subprotocol)
+        if session is not None and session_key is None:
+            session.save()
+            session_key = session.session_key
+            pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
+        return self._accept(group, pairs, session_key, subprotocol)
+
+    async def asend_upgrade(
+        self,
+        group: str,
+        cookies: Iterable[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        session: SessionBase | None = None,
+        subprotocol: str | None = None,
+    ) -> WebSocket:
+        """:meth:`send_upgrade` for async views (saves a new session without blocking the loop)."""
+        pairs, session_key = self._prepare(group, cookies, headers, session, subprotocol)
+        if session is not None and session_key is None:
+            await sync_to_async(session.save)()
+            session_key = session.session_key
+            pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
+        return self._accept(group, pairs, session_key, subprotocol)
+
+    def _prepare(
+        self,
+        group: object,
+        cookies: Iterable[str] | None,
+        headers: Mapping[str, str] | None,
+        session: Any,
+        subprotocol: str | None,
+    ) -> tuple[list[tuple[bytes, bytes]], str | None]:
+        if self.upgraded:
+            raise UpgradeError(f"send_upgrade() was already called for WebSocket {self.id}")
+        if not isinstance(group, str) or not group:
+            raise ValueError(f"group must be a non-empty str, got {group!r}")
+        pairs = accept_headers(cookies, headers)
+        check_subprotocol(subprotocol, self.subprotocols)
+        if session is not None and not hasattr(session, "session_key"):
+            raise TypeError(f"session must be a Django session (request.session), got {type(session).__name__}")
+        return pairs, (session.session_key if session is not None else None)
+
+    def _accept(
+        self, group: str, pairs: list[tuple[bytes, bytes]], session_key: str | None, subprotocol: str | None
+    ) -> WebSocket:
+        sock = self._sock
+        sock.group = group
+        sock.session_key = session_key
+        sock.subprotocol = subprotocol
+        message: dict[str, Any] = {"type": "websocket.accept", "subprotocol": subprotocol, "headers": pairs}
+
+        def register() -> None:
+            sock.accept(message)
+            sock.runtime.add(sock)
+
+        self.upgraded = True
+        sock.runtime.call(register)
+        return WebSocket(sock.id)
