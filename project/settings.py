@@ -101,5 +101,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"wsgroups": {"handlers": ["console"], "level": os.environ.get("WSGROUPS_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "wsgroups": {"handlers": ["console"], "level": os.environ.get("WSGROUPS_LOG_LEVEL", "INFO")},
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
 }

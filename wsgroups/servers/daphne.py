@@ -3,7 +3,8 @@
 Stock daphne (4.x) drops the ``headers`` of ``websocket.accept`` and the ``reason`` of
 ``websocket.close``, answers every rejection with 403, and goes through autobahn's
 ``sendClose``, which refuses every code but 1000 and 3000-4999. It also closes every
-socket after ``websocket_timeout`` (a day by default). This module subclasses daphne's
+socket after ``websocket_timeout`` (a day by default), and autobahn answers protocol
+errors such as invalid UTF-8 by dropping TCP instead of closing with 1007. This module subclasses daphne's
 protocol to fix exactly those points and leaves the rest of daphne alone: its request
 header sanitising, its handshake timeout and autobahn's frame and message size limits
 stay in force.
@@ -73,6 +74,9 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
 
     def onOpen(self) -> None:  # noqa: N802
         self.autoPingTimeout = conf.PING_TIMEOUT
+        # autobahn's default drops TCP on a protocol error (invalid UTF-8, oversized
+        # message); send the close frame (1007, 1009, ...) so the client learns why.
+        self.failByDrop = False
         super().onOpen()
 
     def handle_reply(self, message: dict[str, Any]) -> None:

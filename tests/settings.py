@@ -1,0 +1,21 @@
+"""Settings for the servers the end-to-end tests start: the demo project plus a test app."""
+
+from __future__ import annotations
+
+import os
+
+from project.settings import *  # noqa: F403
+from project.settings import INSTALLED_APPS, WSGROUPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.wsapp"]
+ROOT_URLCONF = "tests.wsapp.urls"
+WSGROUPS = {
+    **WSGROUPS,
+    "MAX_MESSAGE_SIZE": 64 * 1024,
+    "ALLOWED_ORIGINS": ["http://allowed.example"],
+    "PING_INTERVAL": float(os.environ.get("WSGROUPS_TEST_PING_INTERVAL", "20")),
+    "PING_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PING_TIMEOUT", "30")),
+    "OUTGOING_BUFFER": int(os.environ.get("WSGROUPS_TEST_OUTGOING_BUFFER", "1000")),
+    "SHUTDOWN_TIMEOUT": 5.0,
+}
+LOGIN_URL = "/accounts/login/"

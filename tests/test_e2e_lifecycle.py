@@ -1,0 +1,187 @@
+"""How sockets end, and that nothing ends them unasked: against real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from .conftest import Server
+from .wsclient import client_frame, raw_handshake
+
+pytestmark = pytest.mark.e2e
+
+ServerFactory = Callable[..., Server]
+
+
+async def _open(server: Server, group: str = "echo") -> tuple[ClientConnection, int]:
+    ws = await connect(f"{server.url}/ws/{group}")
+    return ws, int(json.loads(await ws.recv())["id"])
+
+
+def _count(server: Server, ids: list[int], timeout: float = 10) -> dict[int, int]:
+    server.wait_for_events(
+        lambda rows: {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), timeout
+    )
+    time.sleep(0.3)
+    rows = server.events("disconnect")
+    return {socket_id: sum(1 for r in rows if r["id"] == socket_id) for socket_id in ids}
+
+
+def test_client_close_runs_the_disconnect_handler_once(server: Server) -> None:
+    async def scenario() -> int:
+        ws, socket_id = await _open(server)
+        await ws.close(1000, "client done")
+        return socket_id
+
+    socket_id = asyncio.run(scenario())
+    assert _count(server, [socket_id]) == {socket_id: 1}
+
+
+def test_dropped_tcp_connection_runs_the_disconnect_handler_once(server: Server) -> None:
+    response = raw_handshake(server.port, "/ws/echo")
+    assert response.status == 101
+    # The first frame carries the ID; read it from the raw stream.
+    data = response.body
+    while len(data) < 2 or len(data) < 2 + data[1]:
+        data += response.sock.recv(4096)
+    socket_id = int(json.loads(data[2 : 2 + data[1]])["id"])
+    response.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    response.sock.close()  # RST, no close frame
+    assert _count(server, [socket_id]) == {socket_id: 1}
+
+
+def test_server_side_disconnect_and_a_late_client_close_run_the_handler_once(server: Server) -> None:
+    async def scenario() -> int:
+        ws, socket_id = await _open(server)
+        await ws.send("close:1000:done")
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        return socket_id
+
+    socket_id = asyncio.run(scenario())
+    assert _count(server, [socket_id]) == {socket_id: 1}
+
+
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn", "runserver"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_closes_every_socket_with_1001_and_runs_disconnect_handlers(
+    server_factory: ServerFactory, kind: str, sig: int
+) -> None:
+    server = server_factory(kind)
+
+    async def scenario() -> list[tuple[int, int | None]]:
+        opened = [await _open(server, group) for group in ("echo", "echo", "slow")]
+
+        async def closed(ws: ClientConnection, socket_id: int) -> tuple[int, int | None]:
+            try:
+                async with asyncio.timeout(15):
+                    while True:
+                        await ws.recv()
+            except ConnectionClosed as exc:
+                return socket_id, exc.rcvd.code if exc.rcvd else None
+            raise AssertionError("unreachable")
+
+        waiters = [asyncio.create_task(closed(ws, socket_id)) for ws, socket_id in opened]
+        await asyncio.sleep(0.2)
+        import os
+
+        os.killpg(server.process.pid, sig)
+        return list(await asyncio.gather(*waiters))
+
+    results = asyncio.run(scenario())
+    assert [code for _, code in results] == [1001, 1001, 1001]
+    server.process.wait(20)
+    assert server.process.returncode is not None
+    counts = _count(server, [socket_id for socket_id, _ in results], timeout=1)
+    assert counts == {socket_id: 1 for socket_id, _ in results}
+
+
+def test_idle_sockets_stay_open_and_still_receive(server: Server) -> None:
+    async def scenario() -> list[object]:
+        sockets = [await _open(server, "idle") for _ in range(20)]
+        await asyncio.sleep(35)
+        reply = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"{server.http}/broadcast/idle?text=still+here", timeout=10).read()
+        )
+        assert json.loads(reply)["sent"] == 20
+        got = [await asyncio.wait_for(ws.recv(), 10) for ws, _ in sockets]
+        for ws, _ in sockets:
+            await ws.close()
+        return got
+
+    assert asyncio.run(scenario()) == ["still here"] * 20
+
+
+def test_daphne_has_no_maximum_socket_lifetime(server_factory: ServerFactory) -> None:
+    server = server_factory("daphne", extra_args=["--websocket_timeout", "2"])
+
+    async def scenario() -> object:
+        ws, _ = await _open(server)
+        async with ws:
+            await asyncio.sleep(6)
+            await ws.send("alive")
+            return await ws.recv()
+
+    assert asyncio.run(scenario()) == "alive"
+
+
+def test_keepalive_ping_drops_a_peer_that_never_answers(server_factory: ServerFactory) -> None:
+    server = server_factory(
+        "daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "1"}
+    )
+    response = raw_handshake(server.port, "/ws/echo")
+    assert response.status == 101
+    data = response.body
+    while len(data) < 2 or len(data) < 2 + data[1]:
+        data += response.sock.recv(4096)
+    socket_id = int(json.loads(data[2 : 2 + data[1]])["id"])
+    # Never read again, never answer pings: the server must give up on us.
+    assert _count(server, [socket_id], timeout=15) == {socket_id: 1}
+    response.close()
+
+
+def test_keepalive_ping_is_answered_and_keeps_the_socket(server_factory: ServerFactory) -> None:
+    server = server_factory(
+        "daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "2"}
+    )
+
+    async def scenario() -> object:
+        ws, _ = await _open(server)
+        async with ws:
+            await asyncio.sleep(5)  # the client library answers the pings
+            await ws.send("alive")
+            return await ws.recv()
+
+    assert asyncio.run(scenario()) == "alive"
+
+
+def test_fragmented_text_message_reaches_the_handler_whole(server: Server) -> None:
+    response = raw_handshake(server.port, "/ws/echo")
+    sock = response.sock
+    sock.sendall(client_frame(0x1, b"hel", fin=False) + client_frame(0x0, b"lo", fin=True))
+    data = response.body
+    deadline = time.monotonic() + 10
+
+    def frames(buf: bytes) -> list[bytes]:
+        out, i = [], 0
+        while i + 2 <= len(buf) and i + 2 + buf[i + 1] <= len(buf):
+            out.append(buf[i + 2 : i + 2 + buf[i + 1]])
+            i += 2 + buf[i + 1]
+        return out
+
+    while len(frames(data)) < 2 and time.monotonic() < deadline:
+        data += sock.recv(4096)
+    response.close()
+    assert frames(data)[1] == b"hello"
+
+

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class WsappConfig(AppConfig):
+    name = "tests.wsapp"
+    label = "wsapp"

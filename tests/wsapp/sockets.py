@@ -1,0 +1,72 @@
+"""Handlers of the test groups; each records its calls for the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from wsgroups import CloseCode, ConnectionFlags, WebSocket, handle
+
+from .events import record
+
+
+@handle.websocket("echo")
+def echo_text(message: str, ws: WebSocket) -> None:
+    if message == "boom":
+        raise RuntimeError("handler failure requested by the test")
+    if message.startswith("sleep:"):
+        time.sleep(float(message.split(":", 1)[1]))
+    if message.startswith("close:"):
+        _, code, reason = message.split(":", 2)
+        ws.disconnect(reason, int(code))
+        return
+    if message == "send-then-close":
+        ws.send("last words", flags=ConnectionFlags.DISCONNECT_AFTER_SEND)
+        return
+    if message == "close-now":
+        ws.send("never seen", flags=ConnectionFlags.DISCONNECT_IMMEDIATELY)
+        return
+    if message == "current":
+        ws.send(json.dumps({"current": int(WebSocket.current) if WebSocket.current else None, "id": ws.id}))
+        return
+    if message == "session":
+        session = ws.session
+        ws.send(json.dumps({"name": session.get("name") if session is not None else None}))
+        return
+    if message == "flood":
+        for i in range(5000):
+            ws.send(f"flood {i}")
+        return
+    ws.send(message)
+
+
+@handle.websocket("echo")
+async def echo_binary(data: bytes, ws: WebSocket) -> None:
+    await ws.asend(data)
+
+
+@handle.websocket_disconnect("echo")
+def echo_gone(ws: WebSocket) -> None:
+    record("disconnect", id=ws.id, group="echo")
+
+
+@handle.websocket("binary-only", kind="binary")
+async def binary_only(data: bytes, ws: WebSocket) -> None:
+    await ws.asend(data)
+
+
+@handle.websocket_disconnect("binary-only")
+def binary_only_gone(ws: WebSocket) -> None:
+    record("disconnect", id=ws.id, group="binary-only")
+
+
+@handle.websocket("slow")
+async def slow(message: str, ws: WebSocket) -> None:
+    await asyncio.sleep(0.01)
+    await ws.asend(message)
+
+
+@handle.websocket_disconnect("slow")
+async def slow_gone(ws: WebSocket) -> None:
+    record("disconnect", id=ws.id, group="slow")

@@ -1,0 +1,17 @@
+from django.urls import include, path
+
+from . import views
+
+urlpatterns = [
+    path("ws/<str:group>", views.upgrade),
+    path("reject", views.reject),
+    path("twice", views.upgrade_twice),
+    path("bad-header", views.bad_header),
+    path("handled-without-upgrade", views.handled_without_upgrade),
+    path("private", views.private),
+    path("set-session", views.set_session),
+    path("session-socket", views.session_socket),
+    path("broadcast/<str:group>", views.broadcast),
+    path("disconnect/<str:group>", views.disconnect_group),
+    path("", include("project.urls")),
+]

@@ -1,0 +1,73 @@
+"""Upgrade views exercising every part of ``request.websocket``."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from wsgroups import HANDLED, Group, active_websocket
+from wsgroups.exceptions import UpgradeError
+
+
+def upgrade(request: HttpRequest, group: str) -> HttpResponse:
+    """Upgrade into ``group``; query ``subprotocol`` picks one, ``session=1`` attaches the session."""
+    if not request.websocket:
+        return HttpResponse("WebSocket only", status=400)
+    session = request.session if request.GET.get("session") else None
+    ws = request.websocket.send_upgrade(group, session=session, subprotocol=request.GET.get("subprotocol"))
+    ws.send(json.dumps({"id": ws.id, "expected_id": request.websocket.id, "group": ws.group}))
+    return HANDLED
+
+
+def reject(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("you shall not pass", status=418, reason="Nope Not Today", content_type="text/plain")
+    response["X-Why"] = "testing"
+    response.set_cookie("rejected", "1")
+    return response
+
+
+def upgrade_twice(request: HttpRequest) -> HttpResponse:
+    ws = request.websocket.send_upgrade("echo")
+    try:
+        request.websocket.send_upgrade("echo")
+    except UpgradeError as exc:
+        ws.send(f"error: {exc}")
+    return HANDLED
+
+
+def bad_header(request: HttpRequest) -> HttpResponse:
+    name = request.GET["name"]
+    value = request.GET.get("value", "x")
+    request.websocket.send_upgrade("echo", headers={name: value})
+    return HANDLED
+
+
+def handled_without_upgrade(request: HttpRequest) -> HttpResponse:
+    return HANDLED
+
+
+@login_required
+def private(request: HttpRequest) -> HttpResponse:
+    request.websocket.send_upgrade("echo")
+    return HANDLED
+
+
+def set_session(request: HttpRequest) -> HttpResponse:
+    request.session["name"] = request.GET.get("name", "anon")
+    return HttpResponse("ok")
+
+
+def session_socket(request: HttpRequest) -> HttpResponse:
+    ws = active_websocket(request.session)
+    return JsonResponse({"id": ws.id if ws else None})
+
+
+def broadcast(request: HttpRequest, group: str) -> HttpResponse:
+    count = Group(group).broadcast(request.GET.get("text", "ping"))
+    return JsonResponse({"sent": count, "members": len(Group(group).sockets())})
+
+
+def disconnect_group(request: HttpRequest, group: str) -> HttpResponse:
+    return JsonResponse({"closed": Group(group).disconnect("bye all", code=4001)})
