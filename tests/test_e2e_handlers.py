@@ -93,7 +93,9 @@ def test_handler_exception_closes_1011_and_runs_the_disconnect_handler_once(serv
     assert "handler failure requested by the test" in server.log()
 
 
-@pytest.mark.parametrize(("code", "reason"), [(1008, "policy says no"), (1001, "going"), (1013, "later"), (4000, "app")])
+@pytest.mark.parametrize(
+    ("code", "reason"), [(1008, "policy says no"), (1001, "going"), (1013, "later"), (4000, "app")]
+)
 def test_disconnect_sends_code_and_reason(server: Server, code: int, reason: str) -> None:
     async def scenario() -> tuple[int, str, int]:
         ws, socket_id = await _open(server)

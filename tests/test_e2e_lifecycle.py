@@ -10,7 +10,6 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -29,9 +28,7 @@ async def _open(server: Server, group: str = "echo") -> tuple[ClientConnection, 
 
 
 def _count(server: Server, ids: list[int], timeout: float = 10) -> dict[int, int]:
-    server.wait_for_events(
-        lambda rows: {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), timeout
-    )
+    server.wait_for_events(lambda rows: {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), timeout)
     time.sleep(0.3)
     rows = server.events("disconnect")
     return {socket_id: sum(1 for r in rows if r["id"] == socket_id) for socket_id in ids}
@@ -136,9 +133,7 @@ def test_daphne_has_no_maximum_socket_lifetime(server_factory: ServerFactory) ->
 
 
 def test_keepalive_ping_drops_a_peer_that_never_answers(server_factory: ServerFactory) -> None:
-    server = server_factory(
-        "daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "1"}
-    )
+    server = server_factory("daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "1"})
     response = raw_handshake(server.port, "/ws/echo")
     assert response.status == 101
     data = response.body
@@ -151,9 +146,7 @@ def test_keepalive_ping_drops_a_peer_that_never_answers(server_factory: ServerFa
 
 
 def test_keepalive_ping_is_answered_and_keeps_the_socket(server_factory: ServerFactory) -> None:
-    server = server_factory(
-        "daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "2"}
-    )
+    server = server_factory("daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "2"})
 
     async def scenario() -> object:
         ws, _ = await _open(server)
@@ -183,5 +176,3 @@ def test_fragmented_text_message_reaches_the_handler_whole(server: Server) -> No
         data += sock.recv(4096)
     response.close()
     assert frames(data)[1] == b"hello"
-
-

@@ -64,4 +64,4 @@ def get_asgi_application() -> ProtocolRouter:
         from .servers import daphne
 
         daphne.install()
-    return ProtocolRouter(http, WebSocketApplication())
+    return ProtocolRouter(http, WebSocketApplication())  # type: ignore[arg-type]  # Django's stubs type scope as dict

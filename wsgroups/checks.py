@@ -47,7 +47,8 @@ def check_wiring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
         )
     layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
     alias = _user_settings().get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"])
-    if alias not in layers:
+    # A non-string alias is E007's to report.
+    if isinstance(alias, str) and alias not in layers:
         errors.append(
             Error(
                 f"CHANNEL_LAYERS has no {alias!r} layer; wsgroups links its processes through it.",

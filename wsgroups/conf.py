@@ -45,39 +45,39 @@ class Settings:
         return value if isinstance(value, dict) else {}
 
     @property
-    def MAX_MESSAGE_SIZE(self) -> int:  # noqa: N802 - setting names are upper case
+    def MAX_MESSAGE_SIZE(self) -> int:
         return int(self._user().get("MAX_MESSAGE_SIZE", DEFAULTS["MAX_MESSAGE_SIZE"]))
 
     @property
-    def ALLOWED_ORIGINS(self) -> list[str]:  # noqa: N802
+    def ALLOWED_ORIGINS(self) -> list[str]:
         return list(self._user().get("ALLOWED_ORIGINS", DEFAULTS["ALLOWED_ORIGINS"]))
 
     @property
-    def OUTGOING_BUFFER(self) -> int:  # noqa: N802
+    def OUTGOING_BUFFER(self) -> int:
         return int(self._user().get("OUTGOING_BUFFER", DEFAULTS["OUTGOING_BUFFER"]))
 
     @property
-    def PING_INTERVAL(self) -> float:  # noqa: N802
+    def PING_INTERVAL(self) -> float:
         return float(self._user().get("PING_INTERVAL", DEFAULTS["PING_INTERVAL"]))
 
     @property
-    def PING_TIMEOUT(self) -> float:  # noqa: N802
+    def PING_TIMEOUT(self) -> float:
         return float(self._user().get("PING_TIMEOUT", DEFAULTS["PING_TIMEOUT"]))
 
     @property
-    def HANDLER_THREADS(self) -> int:  # noqa: N802
+    def HANDLER_THREADS(self) -> int:
         return int(self._user().get("HANDLER_THREADS", DEFAULTS["HANDLER_THREADS"]))
 
     @property
-    def SHUTDOWN_TIMEOUT(self) -> float:  # noqa: N802
+    def SHUTDOWN_TIMEOUT(self) -> float:
         return float(self._user().get("SHUTDOWN_TIMEOUT", DEFAULTS["SHUTDOWN_TIMEOUT"]))
 
     @property
-    def CLOSE_TIMEOUT(self) -> float:  # noqa: N802
+    def CLOSE_TIMEOUT(self) -> float:
         return float(self._user().get("CLOSE_TIMEOUT", DEFAULTS["CLOSE_TIMEOUT"]))
 
     @property
-    def CHANNEL_LAYER(self) -> str:  # noqa: N802
+    def CHANNEL_LAYER(self) -> str:
         return str(self._user().get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"]))
 
 

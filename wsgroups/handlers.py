@@ -50,6 +50,10 @@ class Resolution:
     missing_reason: str = ""
 
 
+def _name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
 def kind_from_annotation(func: Callable[..., Any]) -> Kind:
     """``str`` → text, ``bytes`` → binary, from the annotation of the first parameter."""
     try:
@@ -97,9 +101,7 @@ class HandlerRegistry:
             resolved = kind or kind_from_annotation(func)
             current = getattr(handlers, resolved)
             if current is not None and current.func is not func:
-                raise HandlerError(
-                    f"group {group!r} already has a {resolved} handler: {current.func.__module__}.{current.func.__qualname__}"
-                )
+                raise HandlerError(f"group {group!r} already has a {resolved} handler: {_name(current.func)}")
             setattr(handlers, resolved, Handler.wrap(func))
             return func
 
@@ -112,9 +114,7 @@ class HandlerRegistry:
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             current = handlers.disconnect
             if current is not None and current.func is not func:
-                raise HandlerError(
-                    f"group {group!r} already has a disconnect handler: {current.func.__module__}.{current.func.__qualname__}"
-                )
+                raise HandlerError(f"group {group!r} already has a disconnect handler: {_name(current.func)}")
             handlers.disconnect = Handler.wrap(func)
             return func
 

@@ -74,9 +74,7 @@ def check_cookie(cookie: object) -> str:
     return cookie
 
 
-def accept_headers(
-    cookies: Iterable[str] | None, headers: Mapping[str, str] | None
-) -> list[tuple[bytes, bytes]]:
+def accept_headers(cookies: Iterable[str] | None, headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
     """Validate ``cookies`` and ``headers`` and return them as ASGI header pairs."""
     if isinstance(cookies, str):
         raise TypeError("cookies must be a list of 'name=value' strings, not one string")
@@ -107,7 +105,9 @@ def check_close(code: object, reason: object) -> tuple[int, str]:
     if isinstance(code, bool) or not isinstance(code, int):
         raise TypeError(f"code must be an int close code, got {code!r}")
     if not is_sendable_close_code(code):
-        raise ValueError(f"code {code} cannot be sent in a close frame (use 1000-1003, 1007-1014 or 3000-4999)")
+        raise ValueError(
+            f"code {code} cannot be sent in a close frame (use 1000-1003, 1007-1009, 1011-1014 or 3000-4999)"
+        )
     if reason is None:
         return int(code), ""
     if not isinstance(reason, str):
@@ -135,7 +135,9 @@ def origin_allowed(origin: str | None, allowed_hosts: Sequence[str], allowed_ori
     return bool(host) and validate_host(host, list(allowed_hosts))
 
 
-def rejection_headers(response_items: Iterable[tuple[str, str]], cookies: Iterable[Any], body_length: int) -> list[tuple[bytes, bytes]]:
+def rejection_headers(
+    response_items: Iterable[tuple[str, str]], cookies: Iterable[Any], body_length: int
+) -> list[tuple[bytes, bytes]]:
     """ASGI header pairs for a rejection: the view's headers, its cookies, one Content-Length."""
     pairs = [
         (name.encode("latin-1"), value.encode("latin-1"))

@@ -39,7 +39,7 @@ def validate_id(value: object, argument: str = "id") -> int:
     if isinstance(value, bool):
         raise TypeError(f"{argument} must be an integer WebSocket ID, got a bool")
     if isinstance(value, str):
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit() and len(value) <= 16):
             raise ValueError(f"{argument} must be a decimal WebSocket ID, got {value!r}")
         value = int(value)
     if not isinstance(value, int):

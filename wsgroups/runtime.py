@@ -265,7 +265,7 @@ class Runtime:
             sock.close(CloseCode.GOING_AWAY, "server shutting down")
         if socks:
             waits = [asyncio.ensure_future(sock.closed.wait()) for sock in socks]
-            done, pending = await asyncio.wait(waits, timeout=conf.SHUTDOWN_TIMEOUT)
+            _, pending = await asyncio.wait(waits, timeout=conf.SHUTDOWN_TIMEOUT)
             for waiter in pending:
                 waiter.cancel()
             if pending:

@@ -29,8 +29,8 @@ def session_cookie(session_key: str) -> str:
         max_age=None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else settings.SESSION_COOKIE_AGE,
         domain=settings.SESSION_COOKIE_DOMAIN,
         path=settings.SESSION_COOKIE_PATH,
-        secure=settings.SESSION_COOKIE_SECURE or None,
-        httponly=settings.SESSION_COOKIE_HTTPONLY or None,
+        secure=bool(settings.SESSION_COOKIE_SECURE),
+        httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
         samesite=settings.SESSION_COOKIE_SAMESITE,
     )
     return response.cookies[settings.SESSION_COOKIE_NAME].output(header="").strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterable
+from http.cookies import Morsel, SimpleCookie
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,7 @@ class WebSocket:
 
     current = _Current()
 
-    def __init__(self, id: int | str) -> None:  # noqa: A002 - the documented parameter name
+    def __init__(self, id: int | str) -> None:
         self._id = validate_id(id, "id")
         self._session: SessionBase | None = None
 
@@ -182,9 +183,7 @@ class Group:
     def _members(self, runtime: Runtime) -> list[LocalSocket]:
         return [sock for sock in runtime.groups.get(self.name, {}).values() if sock.is_open]
 
-    def broadcast(
-        self, data: str | bytes, exclude: Iterable[WebSocket | int] = (), is_text: bool | None = None
-    ) -> int:
+    def broadcast(self, data: str | bytes, exclude: Iterable[WebSocket | int] = (), is_text: bool | None = None) -> int:
         """Send ``data`` to every live socket of the group but ``exclude``; return how many took it."""
         message = frame_message(data, is_text)
         excluded = {int(ws) for ws in exclude}
@@ -252,6 +251,16 @@ def active_websocket(session: SessionBase | None) -> WebSocket | None:
     return None if ws.is_dead() else ws
 
 
+class _DiscardedCookies(SimpleCookie):
+    """A cookie jar that forgets every write, so ``set_cookie`` on ``HANDLED`` is harmless."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        pass
+
+    def __getitem__(self, key: str) -> Morsel[str]:
+        return Morsel()
+
+
 class _Handled(HttpResponse):
     """The response a view returns after ``send_upgrade``: the 101 already went out.
 
@@ -262,7 +271,7 @@ class _Handled(HttpResponse):
     def __init__(self) -> None:
         super().__init__(status=101, content_type="text/plain", charset="utf-8")
 
-    @property  # type: ignore[override]
+    @property
     def headers(self) -> ResponseHeaders:
         return ResponseHeaders({})
 
@@ -270,17 +279,15 @@ class _Handled(HttpResponse):
     def headers(self, value: ResponseHeaders) -> None:
         pass
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> Any:
-        from http.cookies import SimpleCookie
-
-        return SimpleCookie()
+        return _DiscardedCookies()
 
     @cookies.setter
     def cookies(self, value: Any) -> None:
         pass
 
-    @property  # type: ignore[override]
+    @property
     def _resource_closers(self) -> list[Any]:
         return []
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from wsgroups import CloseCode, ConnectionFlags, WebSocket, handle
+from wsgroups import ConnectionFlags, WebSocket, handle
 
 from .events import record
 

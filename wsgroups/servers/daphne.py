@@ -43,8 +43,8 @@ def _check_bytes(part: object, what: str) -> bytes:
 
 def serialize_response(status: int, headers: list[tuple[bytes, bytes]], reason: str | None, body: bytes) -> bytes:
     """The raw HTTP/1.1 response for a refused upgrade; raises ValueError on header injection."""
-    if not isinstance(status, int) or not 100 <= status <= 599 or status == 101:
-        raise ValueError(f"status must be an HTTP status other than 101, got {status!r}")
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError(f"status must be a final HTTP status (200-599), got {status!r}")
     if not reason:
         try:
             reason = http.HTTPStatus(status).phrase
@@ -66,13 +66,14 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     """daphne's WebSocket protocol with the handshake and close features ASGI promises."""
 
     _rejection: tuple[int, list[tuple[bytes, bytes]], str | None] | None = None
+    last_ping: float
     _rejection_body: list[bytes]
 
-    def onConnect(self, request: Any) -> Any:  # noqa: N802 - autobahn's name
+    def onConnect(self, request: Any) -> Any:
         _advertise_response_extension(self.factory.server_class)
         return super().onConnect(request)
 
-    def onOpen(self) -> None:  # noqa: N802
+    def onOpen(self) -> None:
         self.autoPingTimeout = conf.PING_TIMEOUT
         # autobahn's default drops TCP on a protocol error (invalid UTF-8, oversized
         # message); send the close frame (1007, 1009, ...) so the client learns why.

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core import checks
+from django.test import override_settings
+
+from wsgroups.checks import MIDDLEWARE_PATH, check_settings, check_wiring
+
+
+def ids(messages):
+    return sorted(message.id for message in messages)
+
+
+def wsgroups_ids(messages):
+    return [message.id for message in messages if (message.id or "").startswith("wsgroups.")]
+
+
+def test_demo_project_settings_produce_no_wsgroups_messages():
+    assert check_wiring() == []
+    assert check_settings() == []
+
+
+def test_checks_are_registered_with_django():
+    assert wsgroups_ids(checks.run_checks(tags=[checks.Tags.compatibility])) == []
+    with override_settings(WSGROUPS={"BOGUS": 1}):
+        assert "wsgroups.E006" in wsgroups_ids(checks.run_checks())
+
+
+# --- check_wiring -------------------------------------------------------------------
+
+
+def test_e001_middleware_missing():
+    middleware = [m for m in settings.MIDDLEWARE if m != MIDDLEWARE_PATH]
+    with override_settings(MIDDLEWARE=middleware):
+        assert ids(check_wiring()) == ["wsgroups.E001"]
+
+
+def test_e001_middleware_setting_empty():
+    with override_settings(MIDDLEWARE=[]):
+        assert ids(check_wiring()) == ["wsgroups.E001"]
+
+
+def test_e002_no_channel_layers():
+    with override_settings(CHANNEL_LAYERS={}):
+        assert ids(check_wiring()) == ["wsgroups.E002"]
+
+
+def test_e002_alias_named_by_wsgroups_missing():
+    with override_settings(WSGROUPS={"CHANNEL_LAYER": "wsgroups"}):
+        assert ids(check_wiring()) == ["wsgroups.E002"]
+
+
+def test_no_e002_when_alias_named_by_wsgroups_exists():
+    layers = {"wsgroups": settings.CHANNEL_LAYERS["default"]}
+    with override_settings(CHANNEL_LAYERS=layers, WSGROUPS={"CHANNEL_LAYER": "wsgroups"}):
+        assert check_wiring() == []
+    with override_settings(CHANNEL_LAYERS=layers):
+        assert ids(check_wiring()) == ["wsgroups.E002"]
+
+
+def test_check_wiring_survives_unhashable_channel_layer_setting():
+    with override_settings(WSGROUPS={"CHANNEL_LAYER": ["default"]}):
+        check_wiring()
+        assert ids(check_settings()) == ["wsgroups.E007"]
+
+
+def test_e003_daphne_after_staticfiles():
+    apps = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+    apps.insert(apps.index("django.contrib.staticfiles") + 1, "daphne")
+    with override_settings(INSTALLED_APPS=apps):
+        assert ids(check_wiring()) == ["wsgroups.E003"]
+
+
+def test_no_e003_when_daphne_before_staticfiles_or_staticfiles_absent():
+    apps = [app for app in settings.INSTALLED_APPS if app != "django.contrib.staticfiles"]
+    with override_settings(INSTALLED_APPS=apps):
+        assert check_wiring() == []
+
+
+def test_w001_no_daphne():
+    apps = [app for app in settings.INSTALLED_APPS if app != "daphne"]
+    with override_settings(INSTALLED_APPS=apps):
+        messages = check_wiring()
+    assert ids(messages) == ["wsgroups.W001"]
+    assert messages[0].level == checks.WARNING
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_e004_no_asgi_application(value):
+    with override_settings(ASGI_APPLICATION=value):
+        assert ids(check_wiring()) == ["wsgroups.E004"]
+
+
+def test_e004_asgi_application_unset(settings):
+    del settings.ASGI_APPLICATION
+    assert ids(check_wiring()) == ["wsgroups.E004"]
+
+
+def test_several_wiring_mistakes_are_all_reported():
+    with override_settings(MIDDLEWARE=[], CHANNEL_LAYERS={}, ASGI_APPLICATION=None):
+        assert ids(check_wiring()) == ["wsgroups.E001", "wsgroups.E002", "wsgroups.E004"]
+
+
+def test_wiring_errors_are_errors():
+    with override_settings(MIDDLEWARE=[]):
+        (message,) = check_wiring()
+    assert message.level == checks.ERROR
+    assert MIDDLEWARE_PATH in message.msg
+
+
+# --- check_settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [[], "MAX_MESSAGE_SIZE=1", None, ("a", 1)])
+def test_e005_wsgroups_not_a_dict(value):
+    with override_settings(WSGROUPS=value):
+        assert ids(check_settings()) == ["wsgroups.E005"]
+
+
+def test_wsgroups_unset_is_fine(settings):
+    del settings.WSGROUPS
+    assert check_settings() == []
+
+
+def test_e006_unknown_key():
+    with override_settings(WSGROUPS={"MAX_MESSAGE_SIZ": 10, "PING_INTERVAL": 5}):
+        messages = check_settings()
+    assert ids(messages) == ["wsgroups.E006"]
+    assert "MAX_MESSAGE_SIZ" in messages[0].msg
+
+
+def test_e006_once_per_unknown_key():
+    with override_settings(WSGROUPS={"A": 1, "B": 2}):
+        assert ids(check_settings()) == ["wsgroups.E006", "wsgroups.E006"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("MAX_MESSAGE_SIZE", 0),
+        ("MAX_MESSAGE_SIZE", -1),
+        ("MAX_MESSAGE_SIZE", "x"),
+        ("MAX_MESSAGE_SIZE", 1.5),
+        ("MAX_MESSAGE_SIZE", True),
+        ("MAX_MESSAGE_SIZE", None),
+        ("OUTGOING_BUFFER", 0),
+        ("HANDLER_THREADS", 0),
+        ("HANDLER_THREADS", "4"),
+        ("PING_INTERVAL", 0),
+        ("PING_INTERVAL", -1.0),
+        ("PING_INTERVAL", "20"),
+        ("PING_INTERVAL", float("nan")),
+        ("PING_TIMEOUT", 0.0),
+        ("SHUTDOWN_TIMEOUT", -0.1),
+        ("SHUTDOWN_TIMEOUT", "5"),
+        ("CLOSE_TIMEOUT", -1),
+        ("ALLOWED_ORIGINS", "x"),
+        ("ALLOWED_ORIGINS", "https://example.com"),
+        ("ALLOWED_ORIGINS", [1]),
+        ("ALLOWED_ORIGINS", None),
+        ("CHANNEL_LAYER", ""),
+        ("CHANNEL_LAYER", 1),
+    ],
+)
+def test_e007_bad_values(key, value):
+    with override_settings(WSGROUPS={key: value}):
+        messages = check_settings()
+    assert ids(messages) == ["wsgroups.E007"]
+    assert key in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("MAX_MESSAGE_SIZE", 1),
+        ("MAX_MESSAGE_SIZE", 64 * 1024 * 1024),
+        ("OUTGOING_BUFFER", 1),
+        ("HANDLER_THREADS", 1),
+        ("PING_INTERVAL", 0.1),
+        ("PING_INTERVAL", 5),
+        ("PING_TIMEOUT", 60),
+        ("SHUTDOWN_TIMEOUT", 0),
+        ("CLOSE_TIMEOUT", 0.0),
+        ("ALLOWED_ORIGINS", []),
+        ("ALLOWED_ORIGINS", ["https://example.com", "*"]),
+        ("ALLOWED_ORIGINS", ("https://example.com",)),
+        ("CHANNEL_LAYER", "default"),
+    ],
+)
+def test_no_e007_for_good_values(key, value):
+    with override_settings(WSGROUPS={key: value}):
+        assert check_settings() == []
+
+
+def test_e006_and_e007_reported_together():
+    with override_settings(WSGROUPS={"NOPE": 1, "MAX_MESSAGE_SIZE": 0}):
+        assert ids(check_settings()) == ["wsgroups.E006", "wsgroups.E007"]

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from wsgroups.conf import DEFAULTS, conf
+
+EXPECTED_DEFAULTS = {
+    "MAX_MESSAGE_SIZE": 1048576,
+    "ALLOWED_ORIGINS": [],
+    "OUTGOING_BUFFER": 1000,
+    "PING_INTERVAL": 20.0,
+    "PING_TIMEOUT": 30.0,
+    "HANDLER_THREADS": 32,
+    "SHUTDOWN_TIMEOUT": 5.0,
+    "CLOSE_TIMEOUT": 10.0,
+    "CHANNEL_LAYER": "default",
+}
+
+
+def test_defaults_table():
+    assert DEFAULTS == EXPECTED_DEFAULTS
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(EXPECTED_DEFAULTS.items()))
+def test_conf_returns_defaults_for_empty_wsgroups(key, value):
+    with override_settings(WSGROUPS={}):
+        assert getattr(conf, key) == value
+
+
+def test_conf_returns_defaults_when_wsgroups_is_unset(settings):
+    del settings.WSGROUPS
+    assert conf.MAX_MESSAGE_SIZE == 1048576
+    assert conf.CHANNEL_LAYER == "default"
+
+
+def test_conf_returns_defaults_when_wsgroups_is_not_a_dict():
+    with override_settings(WSGROUPS=["MAX_MESSAGE_SIZE"]):
+        assert conf.MAX_MESSAGE_SIZE == 1048576
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("MAX_MESSAGE_SIZE", 5),
+        ("ALLOWED_ORIGINS", ["https://app.example.com"]),
+        ("OUTGOING_BUFFER", 7),
+        ("PING_INTERVAL", 0.5),
+        ("PING_TIMEOUT", 1.5),
+        ("HANDLER_THREADS", 3),
+        ("SHUTDOWN_TIMEOUT", 0.0),
+        ("CLOSE_TIMEOUT", 2.5),
+        ("CHANNEL_LAYER", "other"),
+    ],
+)
+def test_override_settings_is_seen_immediately(key, value):
+    assert getattr(conf, key) != value
+    with override_settings(WSGROUPS={key: value}):
+        assert getattr(conf, key) == value
+    assert getattr(conf, key) != value
+
+
+def test_other_keys_keep_defaults_when_one_is_overridden():
+    with override_settings(WSGROUPS={"PING_INTERVAL": 1}):
+        assert conf.PING_INTERVAL == 1.0
+        assert isinstance(conf.PING_INTERVAL, float)
+        assert conf.PING_TIMEOUT == 30.0
+        assert conf.MAX_MESSAGE_SIZE == 1048576
+
+
+def test_allowed_origins_is_a_fresh_list():
+    with override_settings(WSGROUPS={"ALLOWED_ORIGINS": ("https://a.test",)}):
+        origins = conf.ALLOWED_ORIGINS
+        assert origins == ["https://a.test"]
+        origins.append("https://evil.test")
+        assert conf.ALLOWED_ORIGINS == ["https://a.test"]
+    with override_settings(WSGROUPS={}):
+        conf.ALLOWED_ORIGINS.append("https://evil.test")
+        assert conf.ALLOWED_ORIGINS == []

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import pytest
+
+from wsgroups.servers.daphne import serialize_response
+
+
+def split(raw: bytes) -> tuple[bytes, list[bytes], bytes]:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    assert sep, "response has no end of headers"
+    status_line, *header_lines = head.split(b"\r\n")
+    return status_line, header_lines, body
+
+
+def test_status_line_uses_given_reason_phrase():
+    raw = serialize_response(500, [], "WebSocket upgrade on /x was not approved.", b"")
+    status_line, _, _ = split(raw)
+    assert status_line == b"HTTP/1.1 500 WebSocket upgrade on /x was not approved."
+
+
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [(403, b"Forbidden"), (404, b"Not Found"), (500, b"Internal Server Error"), (200, b"OK")],
+)
+def test_standard_phrase_when_reason_is_none(status, phrase):
+    status_line, _, _ = split(serialize_response(status, [], None, b""))
+    assert status_line == b"HTTP/1.1 %d %s" % (status, phrase)
+
+
+def test_unregistered_status_gets_a_phrase():
+    status_line, _, _ = split(serialize_response(599, [], None, b""))
+    assert status_line.startswith(b"HTTP/1.1 599 ")
+    assert len(status_line) > len(b"HTTP/1.1 599 ")
+
+
+def test_content_length_added_when_absent_and_body_follows():
+    raw = serialize_response(403, [(b"Content-Type", b"text/plain")], None, b"denied!")
+    _, headers, body = split(raw)
+    assert headers == [b"Content-Type: text/plain", b"Content-Length: 7"]
+    assert body == b"denied!"
+
+
+def test_empty_body_gets_content_length_zero():
+    _, headers, body = split(serialize_response(403, [], None, b""))
+    assert headers == [b"Content-Length: 0"]
+    assert body == b""
+
+
+@pytest.mark.parametrize("name", [b"Content-Length", b"content-length"])
+def test_content_length_kept_when_given(name):
+    raw = serialize_response(403, [(name, b"4")], None, b"nope")
+    _, headers, body = split(raw)
+    assert headers == [name + b": 4"]
+    assert body == b"nope"
+
+
+def test_several_set_cookie_headers_kept_in_order():
+    headers = [
+        (b"Set-Cookie", b"a=1; Path=/"),
+        (b"X-Other", b"x"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Set-Cookie", b"c=3; HttpOnly"),
+    ]
+    _, lines, _ = split(serialize_response(401, headers, None, b""))
+    assert [line for line in lines if line.startswith(b"Set-Cookie: ")] == [
+        b"Set-Cookie: a=1; Path=/",
+        b"Set-Cookie: b=2",
+        b"Set-Cookie: c=3; HttpOnly",
+    ]
+    assert lines[1] == b"X-Other: x"
+
+
+def test_whole_response_bytes():
+    raw = serialize_response(418, [(b"X-A", b"1")], "Teapot here", b"hi")
+    assert raw == b"HTTP/1.1 418 Teapot here\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi"
+
+
+def test_non_latin1_reason_does_not_raise_and_stays_one_line():
+    raw = serialize_response(500, [], "caf\xe9 \u20ac", b"")
+    status_line, _, _ = split(raw)
+    assert status_line.startswith(b"HTTP/1.1 500 caf\xe9 ")
+
+
+@pytest.mark.parametrize("bad", [b"\r", b"\n", b"\x00", b"\r\n"])
+def test_cr_lf_nul_in_header_name_raises(bad):
+    with pytest.raises(ValueError, match="header name"):
+        serialize_response(403, [(b"X-A" + bad + b"Evil", b"1")], None, b"")
+
+
+@pytest.mark.parametrize("bad", [b"\r", b"\n", b"\x00", b"\r\n"])
+def test_cr_lf_nul_in_header_value_raises(bad):
+    with pytest.raises(ValueError, match="header value"):
+        serialize_response(403, [(b"X-A", b"1" + bad + b"Set-Cookie: evil=1")], None, b"")
+
+
+@pytest.mark.parametrize("bad", ["\r", "\n", "\x00", "\r\n"])
+def test_cr_lf_nul_in_reason_raises(bad):
+    with pytest.raises(ValueError, match="reason phrase"):
+        serialize_response(403, [], "Denied" + bad + "X-Evil: 1", b"")
+
+
+@pytest.mark.parametrize(("name", "value"), [("X-A", b"1"), (b"X-A", "1")])
+def test_str_header_parts_raise(name, value):
+    with pytest.raises(ValueError, match="must be bytes"):
+        serialize_response(403, [(name, value)], None, b"")
+
+
+@pytest.mark.parametrize("status", [101, 700, 99, 600, 0, -403, "403", 403.0])
+def test_invalid_status_raises(status):
+    with pytest.raises(ValueError, match="status"):
+        serialize_response(status, [], None, b"")

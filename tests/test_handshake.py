@@ -1,0 +1,410 @@
+from __future__ import annotations
+
+import pytest
+from django.http import HttpResponse
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsgroups.handshake import (
+    MAX_CLOSE_REASON_BYTES,
+    accept_headers,
+    check_close,
+    check_cookie,
+    check_header,
+    check_subprotocol,
+    fit_reason,
+    origin_allowed,
+    rejection_headers,
+)
+
+FORBIDDEN = ("\r", "\n", "\x00")
+
+# --- check_header -------------------------------------------------------------------
+
+
+def test_check_header_returns_valid_pair_unchanged():
+    assert check_header("MyHeader", "MyHeaderData") == ("MyHeader", "MyHeaderData")
+
+
+def test_check_header_accepts_latin1_value_and_empty_value():
+    assert check_header("X-Name", "caf\xe9") == ("X-Name", "caf\xe9")
+    assert check_header("X-Empty", "") == ("X-Empty", "")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Upgrade",
+        "upgrade",
+        "CONNECTION",
+        "Connection",
+        "Content-Length",
+        "content-length",
+        "Transfer-Encoding",
+        "TRANSFER-ENCODING",
+        "Sec-WebSocket-Accept",
+        "sec-websocket-protocol",
+        "SEC-WEBSOCKET-EXTENSIONS",
+        "Sec-WebSocket-Anything",
+    ],
+)
+def test_check_header_rejects_reserved_names_case_insensitively(name):
+    with pytest.raises(ValueError, match="headers"):
+        check_header(name, "x")
+
+
+@pytest.mark.parametrize("name", ["Sec-WebSocketX", "X-Upgrade", "Connection-Info", "Sec-Fetch-Mode"])
+def test_check_header_allows_names_that_only_resemble_reserved_ones(name):
+    assert check_header(name, "v") == (name, "v")
+
+
+@pytest.mark.parametrize("char", FORBIDDEN)
+def test_check_header_rejects_cr_lf_nul_in_value(char):
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        check_header("X-A", f"a{char}Set-Cookie: evil=1")
+
+
+@pytest.mark.parametrize("char", FORBIDDEN)
+def test_check_header_rejects_cr_lf_nul_in_name(char):
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        check_header(f"X-A{char}B", "v")
+
+
+@pytest.mark.parametrize("name", ["", "X A", "X:A", "X(A)", "Ünicode", "X/A", 'X"A', "X\tA"])
+def test_check_header_rejects_non_token_names(name):
+    with pytest.raises(ValueError, match="headers"):
+        check_header(name, "v")
+
+
+@pytest.mark.parametrize("value", ["\u20ac", "snow \u2603", "\U0001f600"])
+def test_check_header_rejects_non_latin1_values(value):
+    with pytest.raises(ValueError, match="ISO-8859-1"):
+        check_header("X-A", value)
+
+
+@pytest.mark.parametrize(("name", "value"), [(b"X-A", "v"), ("X-A", b"v"), ("X-A", 1), (None, "v")])
+def test_check_header_raises_type_error_for_non_str(name, value):
+    with pytest.raises(TypeError, match="headers"):
+        check_header(name, value)
+
+
+def test_check_header_error_names_the_given_argument():
+    with pytest.raises(ValueError, match=r"^extra:"):
+        check_header("Upgrade", "x", argument="extra")
+
+
+@given(
+    name=st.sampled_from(["X-A", "MyHeader", "Cache-Control"]),
+    before=st.text(),
+    bad=st.sampled_from(FORBIDDEN),
+    after=st.text(),
+)
+def test_property_any_value_with_cr_lf_nul_is_rejected(name, before, bad, after):
+    with pytest.raises(ValueError):
+        check_header(name, before + bad + after)
+
+
+@given(name=st.text(min_size=1, max_size=20), value=st.text(max_size=50))
+def test_property_accepted_headers_are_free_of_cr_lf_nul(name, value):
+    try:
+        out_name, out_value = check_header(name, value)
+    except ValueError:
+        return
+    for char in FORBIDDEN:
+        assert char not in out_name
+        assert char not in out_value
+    out_value.encode("latin-1")
+
+
+# --- check_cookie -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cookie", ["MyCookie1=123", "a=b; Path=/; HttpOnly", "empty=", "x=caf\xe9"])
+def test_check_cookie_accepts_name_value_forms(cookie):
+    assert check_cookie(cookie) == cookie
+
+
+@pytest.mark.parametrize("cookie", ["novalue", "=value", "bad name=1", "a:b=1"])
+def test_check_cookie_rejects_malformed(cookie):
+    with pytest.raises(ValueError, match="cookies"):
+        check_cookie(cookie)
+
+
+@pytest.mark.parametrize("char", FORBIDDEN)
+def test_check_cookie_rejects_cr_lf_nul(char):
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        check_cookie(f"a=b{char}Set-Cookie: c=d")
+
+
+def test_check_cookie_rejects_non_latin1():
+    with pytest.raises(ValueError, match="ISO-8859-1"):
+        check_cookie("a=\u20ac")
+
+
+@pytest.mark.parametrize("cookie", [b"a=b", None, 3, ("a", "b")])
+def test_check_cookie_rejects_non_str(cookie):
+    with pytest.raises(TypeError, match="cookies"):
+        check_cookie(cookie)
+
+
+# --- accept_headers -----------------------------------------------------------------
+
+
+def test_accept_headers_none_gives_no_headers():
+    assert accept_headers(None, None) == []
+    assert accept_headers([], {}) == []
+
+
+def test_accept_headers_encodes_headers_then_cookies_in_order():
+    pairs = accept_headers(
+        ["MyCookie1=123", "MyCookie2=456", "Third=3; Path=/"],
+        {"MyHeader": "MyHeaderData", "X-Other": "o"},
+    )
+    assert pairs == [
+        (b"MyHeader", b"MyHeaderData"),
+        (b"X-Other", b"o"),
+        (b"Set-Cookie", b"MyCookie1=123"),
+        (b"Set-Cookie", b"MyCookie2=456"),
+        (b"Set-Cookie", b"Third=3; Path=/"),
+    ]
+
+
+def test_accept_headers_accepts_any_iterable_of_cookies():
+    pairs = accept_headers(iter(["a=1", "b=2"]), None)
+    assert pairs == [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")]
+
+
+def test_accept_headers_rejects_cookies_as_one_string():
+    with pytest.raises(TypeError, match="cookies"):
+        accept_headers("a=b", None)
+
+
+@pytest.mark.parametrize("name", ["Set-Cookie", "set-cookie", "SET-COOKIE"])
+def test_accept_headers_rejects_set_cookie_header(name):
+    with pytest.raises(ValueError, match="cookies="):
+        accept_headers(None, {name: "a=b"})
+
+
+def test_accept_headers_rejects_non_mapping_headers():
+    with pytest.raises(TypeError, match="headers"):
+        accept_headers(None, [("X-A", "1")])
+
+
+def test_accept_headers_rejects_reserved_and_injected_headers():
+    with pytest.raises(ValueError):
+        accept_headers(None, {"Sec-WebSocket-Accept": "forged"})
+    with pytest.raises(ValueError):
+        accept_headers(None, {"X-A": "1\r\nX-B: 2"})
+    with pytest.raises(ValueError):
+        accept_headers(["a=1\r\nX-B: 2"], None)
+
+
+# --- check_subprotocol --------------------------------------------------------------
+
+
+def test_check_subprotocol_none_stays_none():
+    assert check_subprotocol(None, []) is None
+    assert check_subprotocol(None, ["chat"]) is None
+
+
+def test_check_subprotocol_returns_offered_choice():
+    assert check_subprotocol("chat.v2", ["chat.v1", "chat.v2"]) == "chat.v2"
+
+
+@pytest.mark.parametrize(("chosen", "offered"), [("chat", []), ("Chat", ["chat"]), ("x", ["chat", "y"])])
+def test_check_subprotocol_rejects_unoffered(chosen, offered):
+    with pytest.raises(ValueError, match="not offered"):
+        check_subprotocol(chosen, offered)
+
+
+# --- check_close --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014, 3000, 3500, 4000, 4999],
+)
+def test_check_close_allows_sendable_codes(code):
+    assert check_close(code, None) == (code, "")
+
+
+def test_check_close_refuses_1010_which_only_clients_send():
+    with pytest.raises(ValueError, match="1011-1014"):
+        check_close(1010, None)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, -1000])
+def test_check_close_rejects_unsendable_codes_naming_code(code):
+    with pytest.raises(ValueError, match=r"^code"):
+        check_close(code, None)
+
+
+@pytest.mark.parametrize("code", [True, 1000.0, "1000", None])
+def test_check_close_rejects_non_int_codes(code):
+    with pytest.raises(TypeError, match=r"^code"):
+        check_close(code, None)
+
+
+def test_check_close_returns_plain_int_for_enum_code():
+    from wsgroups.codes import CloseCode
+
+    code, reason = check_close(CloseCode.GOING_AWAY, "bye")
+    assert (code, reason) == (1001, "bye")
+    assert type(code) is int
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["x" * 123, "\xe9" * 61 + "x", "\u20ac" * 41, "\U0001f600" * 30 + "abc", ""],
+)
+def test_check_close_accepts_reasons_up_to_123_utf8_bytes(reason):
+    assert len(reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
+    assert check_close(1000, reason) == (1000, reason)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["x" * 124, "\xe9" * 62, "\u20ac" * 41 + "x", "\U0001f600" * 31, "\u20ac" * 42],
+)
+def test_check_close_rejects_reasons_over_123_utf8_bytes_naming_message(reason):
+    assert len(reason.encode("utf-8")) > MAX_CLOSE_REASON_BYTES
+    with pytest.raises(ValueError, match=r"^message"):
+        check_close(1000, reason)
+
+
+def test_check_close_counts_bytes_not_characters():
+    # 62 characters, 124 bytes: fewer than 123 characters but too long for a close frame.
+    with pytest.raises(ValueError, match="124"):
+        check_close(1000, "\xe9" * 62)
+
+
+@pytest.mark.parametrize("reason", [b"bye", 3])
+def test_check_close_rejects_non_str_reason_naming_message(reason):
+    with pytest.raises(TypeError, match=r"^message"):
+        check_close(1000, reason)
+
+
+# --- origin_allowed -----------------------------------------------------------------
+
+HOSTS = ["127.0.0.1", "localhost", "[::1]", ".example.com"]
+
+
+def test_origin_allowed_without_origin_header():
+    assert origin_allowed(None, [], []) is True
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://localhost",
+        "http://localhost:8000",
+        "https://localhost:8443",
+        "http://127.0.0.1:8000",
+        "http://[::1]:8000",
+        "https://example.com",
+        "https://chat.example.com",
+        "https://a.b.example.com:444",
+    ],
+)
+def test_origin_allowed_for_allowed_hosts_with_ports_and_wildcards(origin):
+    assert origin_allowed(origin, HOSTS, []) is True
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.com",
+        "https://example.com.evil.com",
+        "https://notexample.com",
+        "http://127.0.0.2:8000",
+        "null",
+        "ws://localhost",
+        "file://localhost",
+        "localhost",
+        "",
+    ],
+)
+def test_origin_refused_for_other_hosts_null_and_non_http(origin):
+    assert origin_allowed(origin, HOSTS, []) is False
+
+
+def test_origin_exact_host_does_not_match_subdomain():
+    assert origin_allowed("http://sub.localhost", ["localhost"], []) is False
+
+
+def test_origin_allowed_by_explicit_extra_origin():
+    extra = ["https://app.other.org"]
+    assert origin_allowed("https://app.other.org", ["localhost"], extra) is True
+    assert origin_allowed("https://evil.other.org", ["localhost"], extra) is False
+
+
+def test_origin_null_allowed_only_when_listed_explicitly():
+    assert origin_allowed("null", ["*"], []) is False
+    assert origin_allowed("null", [], ["null"]) is True
+
+
+def test_origin_star_allows_everything():
+    assert origin_allowed("https://anything.test", [], ["*"]) is True
+    assert origin_allowed("null", [], ["*"]) is True
+
+
+def test_origin_allowed_hosts_star_allows_any_http_origin():
+    assert origin_allowed("https://anything.test:9", ["*"], []) is True
+
+
+# --- rejection_headers --------------------------------------------------------------
+
+
+def test_rejection_headers_keeps_view_headers_and_cookies_and_sets_length():
+    response = HttpResponse("nope", status=500)
+    response["X-Reason"] = "denied"
+    response.set_cookie("a", "1")
+    response.set_cookie("b", "2", path="/x")
+    pairs = rejection_headers(response.items(), response.cookies.values(), len(response.content))
+    assert (b"X-Reason", b"denied") in pairs
+    assert (b"Content-Type", b"text/html; charset=utf-8") in pairs
+    cookies = [value for name, value in pairs if name == b"Set-Cookie"]
+    assert len(cookies) == 2
+    assert cookies[0].startswith(b"a=1")
+    assert cookies[1].startswith(b"b=2") and b"Path=/x" in cookies[1]
+    assert [value for name, value in pairs if name.lower() == b"content-length"] == [b"4"]
+    assert [value for name, value in pairs if name.lower() == b"connection"] == [b"close"]
+
+
+def test_rejection_headers_replaces_view_content_length_and_connection():
+    items = [("Content-Length", "999"), ("connection", "keep-alive"), ("X-A", "1")]
+    pairs = rejection_headers(items, [], 7)
+    assert pairs == [(b"X-A", b"1"), (b"Content-Length", b"7"), (b"Connection", b"close")]
+
+
+# --- fit_reason ---------------------------------------------------------------------
+
+
+def test_fit_reason_keeps_short_reasons():
+    assert fit_reason("group 'g' has no text handler") == "group 'g' has no text handler"
+    assert fit_reason("x" * 123) == "x" * 123
+
+
+def test_fit_reason_cuts_long_ascii_with_ellipsis():
+    out = fit_reason("x" * 200)
+    assert out == "x" * 120 + "..."
+    assert len(out.encode("utf-8")) == 123
+
+
+def test_fit_reason_cuts_on_character_boundary():
+    out = fit_reason("\u20ac" * 100)
+    assert out == "\u20ac" * 40 + "..."
+    assert len(out.encode("utf-8")) <= 123
+
+
+@given(st.text())
+def test_property_fit_reason_fits_and_is_a_prefix(reason):
+    out = fit_reason(reason)
+    assert len(out.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
+    if len(reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES:
+        assert out == reason
+    else:
+        assert out.endswith("...")
+        assert reason.startswith(out[:-3])
+        assert len(out[:-3].encode("utf-8")) > MAX_CLOSE_REASON_BYTES - 3 - 4
+    check_close(1000, out)
