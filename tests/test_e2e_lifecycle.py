@@ -176,3 +176,29 @@ def test_fragmented_text_message_reaches_the_handler_whole(server: Server) -> No
         data += sock.recv(4096)
     response.close()
     assert frames(data)[1] == b"hello"
+
+
+def test_a_burst_of_disconnects_leaves_no_stale_group_members(server: Server) -> None:
+    async def scenario() -> dict[str, int]:
+        sockets = [await connect(f"{server.url}/ws/burst") for _ in range(300)]
+        for ws in sockets:
+            await ws.recv()
+        members = json.loads(
+            await asyncio.to_thread(lambda: urllib.request.urlopen(f"{server.http}/broadcast/burst", timeout=10).read())
+        )
+        assert members["members"] == 300
+        for ws in sockets:
+            ws.transport.abort()  # all at once, no close handshake
+        deadline = time.monotonic() + 10
+        while True:
+            reply = json.loads(
+                await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(f"{server.http}/broadcast/burst", timeout=10).read()
+                )
+            )
+            if reply["members"] == 0 or time.monotonic() > deadline:
+                return dict(reply)
+            await asyncio.sleep(0.1)
+
+    assert asyncio.run(scenario()) == {"sent": 0, "members": 0}
+    assert "MaxConnectionsError" not in server.log()
