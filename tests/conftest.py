@@ -173,6 +173,46 @@ def server_factory(base_env: dict[str, str], tmp_path: Path) -> Iterator[Callabl
         server.stop(signal.SIGKILL, timeout=5)
 
 
+def run_ctl(env: dict[str, str], *args: str, timeout: float = 60) -> Any:
+    """Run ``manage.py wsctl`` (tests/wsapp) in its own process and return its JSON result."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "wsctl", *args], cwd=ROOT, env=env, capture_output=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wsctl {args} failed:\n{done.stdout.decode()}\n{done.stderr.decode()}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])["result"]
+
+
+@dataclass
+class Cluster:
+    """Two server processes (daphne and uvicorn) sharing a Redis and a database."""
+
+    env: dict[str, str]
+    servers: list[Server]
+
+    def ctl(self, *args: str, timeout: float = 60) -> Any:
+        return run_ctl(self.env, *args, timeout=timeout)
+
+
+@pytest.fixture(params=["redis", "embedded"])
+def cluster(request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
+    """Two servers linked by the tests' Redis, or by the demo's embedded Redis."""
+    env = dict(base_env)
+    if request.param == "embedded":
+        env.pop("REDIS_URL")
+        env["WSGROUPS_TEST_EMBEDDED_REDIS"] = "1"
+        env["WSGROUPS_REDIS_DIR"] = str(tmp_path / "redis")
+    servers = [start_server(kind, env, tmp_path) for kind in ("daphne", "uvicorn")]
+    try:
+        yield Cluster(env, servers)
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL, timeout=5)
+        pidfile = tmp_path / "redis" / "redis.pid"
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+
+
 @pytest.fixture(scope="session", params=SERVER_KINDS)
 def server(
     request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory

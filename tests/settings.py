@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-if not os.environ.get("REDIS_URL"):
+if not os.environ.get("REDIS_URL") and not os.environ.get("WSGROUPS_TEST_EMBEDDED_REDIS"):
     # The test process itself: use the tests' Redis, never the demo's embedded one.
     from tests.services import redis_service
 
@@ -23,5 +23,9 @@ WSGROUPS = {
     "PING_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PING_TIMEOUT", "30")),
     "OUTGOING_BUFFER": int(os.environ.get("WSGROUPS_TEST_OUTGOING_BUFFER", "1000")),
     "SHUTDOWN_TIMEOUT": 5.0,
+    "HEARTBEAT_INTERVAL": float(os.environ.get("WSGROUPS_TEST_HEARTBEAT_INTERVAL", "1")),
+    "PROCESS_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PROCESS_TIMEOUT", "4")),
+    "SEND_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_SEND_TIMEOUT", "10")),
+    "HANDLER_MODE": os.environ.get("WSGROUPS_TEST_HANDLER_MODE", "inline"),
 }
 LOGIN_URL = "/accounts/login/"

@@ -13,7 +13,13 @@ EXPECTED_DEFAULTS = {
     "PING_TIMEOUT": 30.0,
     "HANDLER_THREADS": 32,
     "SHUTDOWN_TIMEOUT": 5.0,
-    "CLOSE_TIMEOUT": 10.0,
+    "HANDLER_MODE": "inline",
+    "HEARTBEAT_INTERVAL": 2.0,
+    "PROCESS_TIMEOUT": 6.0,
+    "QUERY_TIMEOUT": 5.0,
+    "SEND_TIMEOUT": 10.0,
+    "REGISTRY_INTERVAL": 0.005,
+    "REGISTRY_RETENTION": 86400,
     "CHANNEL_LAYER": "default",
 }
 
@@ -49,7 +55,7 @@ def test_conf_returns_defaults_when_wsgroups_is_not_a_dict():
         ("PING_TIMEOUT", 1.5),
         ("HANDLER_THREADS", 3),
         ("SHUTDOWN_TIMEOUT", 0.0),
-        ("CLOSE_TIMEOUT", 2.5),
+        ("QUERY_TIMEOUT", 2.5),
         ("CHANNEL_LAYER", "other"),
     ],
 )

@@ -100,7 +100,7 @@ def test_websocket_equality_and_hash_by_id():
 
 
 @pytest.fixture
-def unheld():
+def unheld(transactional_db):
     runtime = current_runtime()
     if runtime is not None:
         assert UNHELD_ID not in runtime.sockets

@@ -10,6 +10,7 @@ E004    ``ASGI_APPLICATION`` is not set
 E005    ``WSGROUPS`` is not a dict
 E006    ``WSGROUPS`` has an unknown key
 E007    a ``WSGROUPS`` value has the wrong type or range
+E008    ``PROCESS_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL``
 W001    ``daphne`` is not in INSTALLED_APPS: ``runserver`` will not serve WebSockets
 ======  =====================================================================
 """
@@ -29,8 +30,21 @@ __all__ = ["check_settings", "check_wiring"]
 
 MIDDLEWARE_PATH = "wsgroups.middleware.WebSocketMiddleware"
 
-_POSITIVE_NUMBERS = ("MAX_MESSAGE_SIZE", "OUTGOING_BUFFER", "PING_INTERVAL", "PING_TIMEOUT", "HANDLER_THREADS")
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT", "CLOSE_TIMEOUT")
+_POSITIVE_NUMBERS = (
+    "MAX_MESSAGE_SIZE",
+    "OUTGOING_BUFFER",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "HANDLER_THREADS",
+    "HEARTBEAT_INTERVAL",
+    "PROCESS_TIMEOUT",
+    "QUERY_TIMEOUT",
+    "SEND_TIMEOUT",
+    "REGISTRY_INTERVAL",
+    "REGISTRY_RETENTION",
+)
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT",)
+_HANDLER_MODES = ("inline", "worker")
 _INTEGERS = ("MAX_MESSAGE_SIZE", "OUTGOING_BUFFER", "HANDLER_THREADS")
 
 
@@ -110,6 +124,17 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         problem = _value_problem(key, value)
         if problem:
             errors.append(Error(f"WSGROUPS[{key!r}] {problem}, got {value!r}.", id="wsgroups.E007"))
+    if not errors:
+        merged = {**DEFAULTS, **raw}
+        if merged["PROCESS_TIMEOUT"] <= merged["HEARTBEAT_INTERVAL"]:
+            errors.append(
+                Error(
+                    "WSGROUPS['PROCESS_TIMEOUT'] must be longer than WSGROUPS['HEARTBEAT_INTERVAL'], "
+                    "or live processes would be declared dead.",
+                    hint="Keep PROCESS_TIMEOUT at least three heartbeat intervals.",
+                    id="wsgroups.E008",
+                )
+            )
     return errors
 
 
@@ -127,4 +152,6 @@ def _value_problem(key: str, value: Any) -> str | None:
         return "must be a list of origins such as 'https://example.com'"
     if key == "CHANNEL_LAYER" and not (isinstance(value, str) and value):
         return "must be a channel layer alias"
+    if key == "HANDLER_MODE" and value not in _HANDLER_MODES:
+        return f"must be one of {', '.join(map(repr, _HANDLER_MODES))}"
     return None

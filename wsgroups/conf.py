@@ -1,19 +1,28 @@
 """wsgroups settings, read lazily from ``settings.WSGROUPS`` so ``override_settings`` works.
 
-=========================  ==========  ===================================================
-key                        default     meaning
-=========================  ==========  ===================================================
-``MAX_MESSAGE_SIZE``       1048576     largest incoming message in bytes; larger → close 1009
-``ALLOWED_ORIGINS``        ``[]``      origins allowed besides those matching ALLOWED_HOSTS,
-                                       e.g. ``"https://app.example.com"``; ``"*"`` allows all
-``OUTGOING_BUFFER``        1000        frames queued per socket before it is closed with 1013
-``PING_INTERVAL``          20.0        seconds between keep-alive pings (daphne adapter)
-``PING_TIMEOUT``           30.0        seconds without a pong before the peer is dropped
-``HANDLER_THREADS``        32          threads that run sync handlers
-``SHUTDOWN_TIMEOUT``       5.0         seconds to wait for disconnect handlers at shutdown
-``CLOSE_TIMEOUT``          10.0        seconds to wait for a closing peer before giving up
-``CHANNEL_LAYER``          "default"   alias in CHANNEL_LAYERS that links the processes
-=========================  ==========  ===================================================
+========================  ==========  ====================================================
+key                       default     meaning
+========================  ==========  ====================================================
+``MAX_MESSAGE_SIZE``      1048576     largest incoming message in bytes; larger → close 1009
+``ALLOWED_ORIGINS``       ``[]``      origins allowed besides those matching ALLOWED_HOSTS,
+                                      e.g. ``"https://app.example.com"``; ``"*"`` allows all
+``OUTGOING_BUFFER``       1000        frames queued per socket before it is closed with 1013
+``PING_INTERVAL``         20.0        seconds between keep-alive pings (daphne adapter)
+``PING_TIMEOUT``          30.0        seconds without a pong before the peer is dropped
+``HANDLER_THREADS``       32          threads that run sync handlers
+``HANDLER_MODE``          "inline"    "inline": handlers run in the server process;
+                                      "worker": in ``manage.py runworker wsgroups``
+``SHUTDOWN_TIMEOUT``      5.0         seconds to wait for disconnect handlers at shutdown
+``CHANNEL_LAYER``         "default"   alias in CHANNEL_LAYERS that links the processes
+``HEARTBEAT_INTERVAL``    2.0         seconds between a process's heartbeats
+``PROCESS_TIMEOUT``       6.0         seconds without a heartbeat before a process is dead
+                                      and its sockets are reaped (within this + interval)
+``QUERY_TIMEOUT``         5.0         seconds to wait for another process to answer
+``SEND_TIMEOUT``          10.0        seconds to keep retrying a full or unreachable layer
+``REGISTRY_INTERVAL``     0.005       seconds to gather registry writes into one batch (a new
+                                      socket's 101 waits for its row to be written)
+``REGISTRY_RETENTION``    86400       seconds closed sockets stay in the registry
+========================  ==========  ====================================================
 """
 
 from __future__ import annotations
@@ -31,54 +40,85 @@ DEFAULTS: dict[str, Any] = {
     "PING_INTERVAL": 20.0,
     "PING_TIMEOUT": 30.0,
     "HANDLER_THREADS": 32,
+    "HANDLER_MODE": "inline",
     "SHUTDOWN_TIMEOUT": 5.0,
-    "CLOSE_TIMEOUT": 10.0,
     "CHANNEL_LAYER": "default",
+    "HEARTBEAT_INTERVAL": 2.0,
+    "PROCESS_TIMEOUT": 6.0,
+    "QUERY_TIMEOUT": 5.0,
+    "SEND_TIMEOUT": 10.0,
+    "REGISTRY_INTERVAL": 0.005,
+    "REGISTRY_RETENTION": 86400,
 }
 
 
 class Settings:
-    """Attribute access to the WSGROUPS setting merged over :data:`DEFAULTS`."""
+    """Typed attribute access to the WSGROUPS setting merged over :data:`DEFAULTS`."""
 
-    def _user(self) -> dict[str, Any]:
+    def _get(self, name: str) -> Any:
         value = getattr(django_settings, "WSGROUPS", {})
-        return value if isinstance(value, dict) else {}
+        user = value if isinstance(value, dict) else {}
+        return user.get(name, DEFAULTS[name])
 
     @property
     def MAX_MESSAGE_SIZE(self) -> int:
-        return int(self._user().get("MAX_MESSAGE_SIZE", DEFAULTS["MAX_MESSAGE_SIZE"]))
+        return int(self._get("MAX_MESSAGE_SIZE"))
 
     @property
     def ALLOWED_ORIGINS(self) -> list[str]:
-        return list(self._user().get("ALLOWED_ORIGINS", DEFAULTS["ALLOWED_ORIGINS"]))
+        return list(self._get("ALLOWED_ORIGINS"))
 
     @property
     def OUTGOING_BUFFER(self) -> int:
-        return int(self._user().get("OUTGOING_BUFFER", DEFAULTS["OUTGOING_BUFFER"]))
+        return int(self._get("OUTGOING_BUFFER"))
 
     @property
     def PING_INTERVAL(self) -> float:
-        return float(self._user().get("PING_INTERVAL", DEFAULTS["PING_INTERVAL"]))
+        return float(self._get("PING_INTERVAL"))
 
     @property
     def PING_TIMEOUT(self) -> float:
-        return float(self._user().get("PING_TIMEOUT", DEFAULTS["PING_TIMEOUT"]))
+        return float(self._get("PING_TIMEOUT"))
 
     @property
     def HANDLER_THREADS(self) -> int:
-        return int(self._user().get("HANDLER_THREADS", DEFAULTS["HANDLER_THREADS"]))
+        return int(self._get("HANDLER_THREADS"))
+
+    @property
+    def HANDLER_MODE(self) -> str:
+        return str(self._get("HANDLER_MODE"))
 
     @property
     def SHUTDOWN_TIMEOUT(self) -> float:
-        return float(self._user().get("SHUTDOWN_TIMEOUT", DEFAULTS["SHUTDOWN_TIMEOUT"]))
-
-    @property
-    def CLOSE_TIMEOUT(self) -> float:
-        return float(self._user().get("CLOSE_TIMEOUT", DEFAULTS["CLOSE_TIMEOUT"]))
+        return float(self._get("SHUTDOWN_TIMEOUT"))
 
     @property
     def CHANNEL_LAYER(self) -> str:
-        return str(self._user().get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"]))
+        return str(self._get("CHANNEL_LAYER"))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float:
+        return float(self._get("HEARTBEAT_INTERVAL"))
+
+    @property
+    def PROCESS_TIMEOUT(self) -> float:
+        return float(self._get("PROCESS_TIMEOUT"))
+
+    @property
+    def QUERY_TIMEOUT(self) -> float:
+        return float(self._get("QUERY_TIMEOUT"))
+
+    @property
+    def SEND_TIMEOUT(self) -> float:
+        return float(self._get("SEND_TIMEOUT"))
+
+    @property
+    def REGISTRY_INTERVAL(self) -> float:
+        return float(self._get("REGISTRY_INTERVAL"))
+
+    @property
+    def REGISTRY_RETENTION(self) -> float:
+        return float(self._get("REGISTRY_RETENTION"))
 
 
 conf = Settings()

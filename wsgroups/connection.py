@@ -13,7 +13,6 @@ One instance serves every socket of the process. Per socket it:
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -23,18 +22,17 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.db import close_old_connections
 from django.http import HttpResponse, HttpResponseBase, HttpResponseForbidden, HttpResponseServerError
 from django.urls import set_script_prefix
 
 from .codes import CloseCode
 from .conf import conf
-from .handlers import Handler, handle
+from .handlers import handle
 from .handshake import fit_reason, origin_allowed, rejection_headers
 from .middleware import UPGRADE_ATTRIBUTE
 from .runtime import CLOSED, OPEN, LocalSocket, Runtime, get_runtime
 from .upgrade import WebSocketUpgrade
-from .websocket import HANDLED, WebSocket, _current
+from .websocket import HANDLED, WebSocket
 
 __all__ = ["WebSocketApplication"]
 
@@ -52,14 +50,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-def _run_sync_handler(func: Callable[..., Any], *args: Any) -> Any:
-    close_old_connections()
-    try:
-        return func(*args)
-    finally:
-        close_old_connections()
 
 
 class UpgradeHandler(ASGIHandler):
@@ -101,7 +91,8 @@ class WebSocketApplication:
             await self.reject(send, HttpResponseForbidden("Origin not allowed."), can_respond)
             return
 
-        sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send)
+        client = scope.get("client") or ("", 0)
+        sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send, str(client[0] or ""))
         upgrade = WebSocketUpgrade(sock, scope.get("subprotocols") or ())
         response = await self.django.get_upgrade_response(scope, upgrade)
         if not upgrade.upgraded:
@@ -163,6 +154,9 @@ class WebSocketApplication:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.disconnect":
+                    if sock.close_code is None:
+                        sock.close_code = message.get("code") or CloseCode.GOING_AWAY
+                        sock.close_reason = message.get("reason") or ""
                     break
                 if kind != "websocket.receive" or sock.state != OPEN:
                     continue
@@ -183,36 +177,14 @@ class WebSocketApplication:
                     sock.close(CloseCode.CANT_ACCEPT_DATA, fit_reason(resolution.missing_reason))
                     continue
                 runtime.touch_session(sock)
-                await self.call(runtime, sock, resolution.handler, payload)
+                if not await runtime.run_handler(resolution.handler, WebSocket(sock.id), payload):
+                    sock.close(CloseCode.UNEXPECTED_CONDITION, "server error in handler")
         finally:
+            if sock.state == OPEN:  # cancelled (server stopping without our signal handler)
+                sock.close_code = sock.close_code or CloseCode.GOING_AWAY
             sock.state = CLOSED
             runtime.remove(sock)
             disconnect = handle.disconnect_handler(sock.group)
             if disconnect is not None:
-                await self.call(runtime, sock, disconnect)
+                await runtime.run_handler(disconnect, WebSocket.restore(sock.id, sock.group, sock.session_key))
             sock.closed.set()
-
-    async def call(self, runtime: Runtime, sock: LocalSocket, handler: Handler, *args: Any) -> None:
-        """Run one handler with ``WebSocket.current`` set; an exception closes the socket with 1011."""
-        ws = WebSocket(sock.id)
-        token = _current.set(ws)
-        try:
-            if handler.is_async:
-                await handler.func(*args, ws)
-            else:
-                await sync_to_async(_run_sync_handler, thread_sensitive=False, executor=runtime.executor)(
-                    handler.func, *args, ws
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception(
-                "Handler %s.%s failed on WebSocket %s (group %r); closing with 1011",
-                handler.func.__module__,
-                handler.func.__qualname__,
-                sock.id,
-                sock.group,
-            )
-            sock.close(CloseCode.UNEXPECTED_CONDITION, "server error in handler")
-        finally:
-            _current.reset(token)

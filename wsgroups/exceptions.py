@@ -5,7 +5,7 @@ Everything derives from :class:`WebSocketError`::
     WebSocketError
     ├── UpgradeError          misuse of request.websocket (second upgrade, HANDLED without upgrade)
     ├── HandlerError          a handler registration that cannot work
-    └── TransportError        the channel layer cannot carry a message (outage, full channel)
+    └── TransportError        the channel layer cannot carry a message (Redis down, no answer)
 
 Invalid arguments (a header with CR/LF, a close reason over 123 bytes, an ID out of
 range) raise :class:`ValueError` or :class:`TypeError` naming the argument.
@@ -29,4 +29,4 @@ class HandlerError(WebSocketError):
 
 
 class TransportError(WebSocketError):
-    """A message could not be handed to the channel layer."""
+    """The channel layer could not carry a message to another process, or no answer came."""

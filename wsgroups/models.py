@@ -1,10 +1,13 @@
-"""Database state of wsgroups: the processes that hold sockets and their ID blocks."""
+"""Database state of wsgroups: processes, their ID blocks, the socket registry, subscriptions."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from django.conf import settings
 from django.db import models
 
-__all__ = ["IdBlock", "Process"]
+__all__ = ["BroadcastSubscription", "Connection", "IdBlock", "Process"]
 
 
 class Process(models.Model):
@@ -15,11 +18,11 @@ class Process(models.Model):
     kind = models.CharField(max_length=32, default="server")
     channel_name = models.CharField(max_length=255, blank=True, default="")
     started_at = models.DateTimeField(auto_now_add=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-started_at"]
+        ordering: ClassVar = ["-started_at"]
         verbose_name = "process"
         verbose_name_plural = "processes"
 
@@ -38,8 +41,66 @@ class IdBlock(models.Model):
     allocated_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-pk"]
+        ordering: ClassVar = ["-pk"]
         verbose_name = "ID block"
 
     def __str__(self) -> str:
         return f"ID block {self.pk} of {self.process}"
+
+
+class ConnectionQuerySet(models.QuerySet["Connection"]):
+    def live(self) -> ConnectionQuerySet:
+        """Sockets that are open as far as the registry knows."""
+        return self.filter(state=Connection.State.OPEN)
+
+
+class Connection(models.Model):
+    """One row per upgraded socket: the registry that admin shows and crash recovery reads.
+
+    Rows are written in batches off the message path, so a socket appears here a moment
+    after it opens and turns closed a moment after it ends.
+    """
+
+    class State(models.TextChoices):
+        OPEN = "open", "open"
+        CLOSED = "closed", "closed"
+
+    id = models.BigIntegerField(primary_key=True, verbose_name="WebSocket ID")
+    group = models.CharField(max_length=255, db_index=True)
+    path = models.CharField(max_length=2048, blank=True, default="")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN, db_index=True)
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    close_code = models.PositiveIntegerField(null=True, blank=True)
+    close_reason = models.CharField(max_length=255, blank=True, default="")
+    session_key = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False
+    )
+    remote_addr = models.CharField(max_length=64, blank=True, default="")
+    subprotocol = models.CharField(max_length=255, blank=True, default="")
+    process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="connections")
+
+    objects = ConnectionQuerySet.as_manager()
+
+    class Meta:
+        ordering: ClassVar = ["-opened_at"]
+        verbose_name = "WebSocket connection"
+
+    def __str__(self) -> str:
+        return f"WebSocket {self.pk} ({self.group}, {self.state})"
+
+
+class BroadcastSubscription(models.Model):
+    """A socket subscribed to the periodic broadcaster (``manage.py wsbroadcast``)."""
+
+    websocket_id = models.BigIntegerField(unique=True, verbose_name="WebSocket ID")
+    num_broadcasted = models.PositiveIntegerField(default=0, verbose_name="messages broadcast")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering: ClassVar = ["created_at"]
+        verbose_name = "broadcast subscription"
+
+    def __str__(self) -> str:
+        return f"subscription of WebSocket {self.websocket_id} ({self.num_broadcasted} sent)"

@@ -1,32 +1,51 @@
-"""The process-local side of wsgroups: live sockets of this process and their outboxes.
+"""The server side of wsgroups in one process: its live sockets, their outboxes, and its
+place in the cluster (registration, heartbeats, the registry, recovery of dead peers).
 
-Each socket held by this process has a :class:`LocalSocket`. Sends from any thread
-go into its bounded outbox; one pump task per busy socket drains the outbox into the
-ASGI ``send`` callable, so frames leave in the order they were queued and an idle
-socket costs no task.
+Each socket held here has a :class:`LocalSocket`. Sends from any thread go into its
+bounded outbox; one pump task per busy socket drains the outbox into the ASGI ``send``
+callable, so frames leave in the order they were queued and an idle socket costs no
+task. Operations from other processes arrive through the :class:`~wsgroups.transport.Transport`
+and are applied by :meth:`Runtime.apply_ops`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-import os
 import signal
-import socket as socket_module
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from django.utils import timezone
 
-from .codes import CloseCode
+from . import cluster
+from .cluster import in_thread
+from .codes import CloseCode, ConnectionFlags
 from .conf import conf
 from .ids import MAX_SEQUENCE, make_id
+from .transport import (
+    OP_ALIVE,
+    OP_BROADCAST,
+    OP_CLOSE,
+    OP_GROUP_CLOSE,
+    OP_MEMBERS,
+    OP_SEND,
+    Transport,
+    make_layer,
+)
 
-__all__ = ["LocalSocket", "Runtime", "get_runtime"]
+if TYPE_CHECKING:
+    from .handlers import Handler
+
+__all__ = ["LocalSocket", "Runtime", "current_runtime", "get_runtime"]
 
 logger = logging.getLogger("wsgroups")
 
@@ -36,6 +55,9 @@ ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 CONNECTING, OPEN, CLOSING, CLOSED = "connecting", "open", "closing", "closed"
 
+#: The socket whose handler runs (``WebSocket.current``); holds a ``WebSocket``.
+current_socket: contextvars.ContextVar[Any] = contextvars.ContextVar("wsgroups_current", default=None)
+
 
 class LocalSocket:
     """A socket held by this process."""
@@ -43,29 +65,42 @@ class LocalSocket:
     __slots__ = (
         "_pumping",
         "_send",
+        "close_code",
+        "close_reason",
         "closed",
         "group",
+        "held",
         "id",
         "loop",
+        "opened_at",
         "outbox",
         "path",
+        "remote_addr",
         "runtime",
         "session_key",
         "state",
         "subprotocol",
+        "user_id",
     )
 
-    def __init__(self, runtime: Runtime, socket_id: int, path: str, send: ASGISend) -> None:
+    def __init__(self, runtime: Runtime, socket_id: int, path: str, send: ASGISend, remote_addr: str = "") -> None:
         self.runtime = runtime
         self.id = socket_id
         self.path = path
+        self.remote_addr = remote_addr
         self.loop = runtime.loop
         self._send = send
         self.group = ""
         self.session_key: str | None = None
         self.subprotocol: str | None = None
+        self.user_id: int | None = None
+        self.opened_at: datetime | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
         self.state = CONNECTING
         self.outbox: deque[dict[str, Any]] = deque()
+        #: True until the socket's registry row is written: the 101 and later frames wait.
+        self.held = False
         self._pumping = False
         #: Set once the socket is closed and its disconnect handler has finished.
         self.closed = asyncio.Event()
@@ -123,21 +158,45 @@ class LocalSocket:
         self.outbox.append(message)
         self._kick()
 
-    def accept(self, message: dict[str, Any]) -> None:
-        """Queue the 101; sends queued after it follow it on the wire."""
+    def apply(self, message: dict[str, Any], flags: int) -> bool:
+        """Send with :class:`ConnectionFlags` on the loop; False if the socket was not open."""
+        if self.state != OPEN:
+            return False
+        if flags & ConnectionFlags.DISCONNECT_IMMEDIATELY:
+            self.close(CloseCode.NORMAL, "")
+            return True
+        self.push(message)
+        if flags & ConnectionFlags.DISCONNECT_AFTER_SEND:
+            self.close(CloseCode.NORMAL, "")
+        return True
+
+    def accept(self, message: dict[str, Any], held: bool = False) -> None:
+        """Queue the 101; sends queued after it follow it on the wire.
+
+        A ``held`` socket sends nothing until :meth:`release`: the runtime holds each new
+        socket until its registry row is written, so a client never learns an ID that a
+        crash of this process could leave without its disconnect handler.
+        """
         self.state = OPEN
+        self.held = held
+        self.opened_at = timezone.now()
         self.outbox.appendleft(message)
+        self._kick()
+
+    def release(self) -> None:
+        self.held = False
         self._kick()
 
     def close(self, code: int, reason: str) -> None:
         if self.state != OPEN:
             return
         self.state = CLOSING
+        self.close_code, self.close_reason = int(code), reason
         self.outbox.append({"type": "websocket.close", "code": int(code), "reason": reason})
         self._kick()
 
     def _kick(self) -> None:
-        if not self._pumping:
+        if not self._pumping and not self.held:
             self._pumping = True
             self.loop.create_task(self._pump())
 
@@ -155,8 +214,22 @@ class LocalSocket:
             self._pumping = False
 
 
+def _frame(payload: str | bytes) -> dict[str, Any]:
+    if isinstance(payload, str):
+        return {"type": "websocket.send", "text": payload}
+    return {"type": "websocket.send", "bytes": payload}
+
+
+def _run_sync(func: Callable[..., Any], *args: Any) -> Any:
+    close_old_connections()
+    try:
+        return func(*args)
+    finally:
+        close_old_connections()
+
+
 class Runtime:
-    """Sockets of this process, ID allocation, handler threads and graceful shutdown."""
+    """Sockets of this process, its ID blocks, handler threads, cluster duties and shutdown."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -164,29 +237,71 @@ class Runtime:
         self.groups: dict[str, dict[int, LocalSocket]] = {}
         #: session key → ID of the session's most recently active socket here
         self.session_sockets: dict[str, int] = {}
-        self.stats: dict[str, int] = {"outbox_overflows": 0, "opened": 0, "closed": 0}
+        self.stats: dict[str, int] = {
+            "outbox_overflows": 0,
+            "opened": 0,
+            "closed": 0,
+            "sends_to_dead": 0,
+            "reaped": 0,
+        }
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
-        self._process_id: int | None = None
+        self.transport: Transport | None = None
+        self.process_id: int | None = None
         self._block = 0
+        self._own_blocks: set[int] = set()
         self._sequence = MAX_SEQUENCE
         self._id_lock = asyncio.Lock()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._registry_open: list[LocalSocket] = []
+        self._registry_closed: list[LocalSocket] = []
+        self._registry_wakeup = asyncio.Event()
         self.shutting_down = False
         self._previous_handlers: dict[int, Any] = {}
+
+    # --- start -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the cluster once: channel, process row, heartbeats, registry writes."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            from django.conf import settings
+
+            channel_name = ""
+            if conf.CHANNEL_LAYER in (getattr(settings, "CHANNEL_LAYERS", None) or {}):
+                directory = cluster.Directory()
+                self.transport = Transport(self.loop, make_layer(conf.CHANNEL_LAYER), directory)
+                self.transport.on_ops = self.apply_ops
+                await self.transport.start()
+                channel_name = self.transport.channel_name
+            else:
+                logger.warning(
+                    "wsgroups: no channel layer %r; sockets are reachable only in-process", conf.CHANNEL_LAYER
+                )
+            self.process_id = await in_thread(cluster.register_process)("server", channel_name)
+            self._tasks.append(self.loop.create_task(self._heartbeat_loop()))
+            self._tasks.append(self.loop.create_task(self._registry_loop()))
+            self._started = True
 
     # --- IDs ------------------------------------------------------------------
 
     async def next_id(self) -> int:
+        await self.start()
         async with self._id_lock:
             if self._sequence >= MAX_SEQUENCE:
-                self._process_id, self._block = await sync_to_async(allocate_block, thread_sensitive=False)(
-                    self._process_id
-                )
+                assert self.process_id is not None
+                self._block = await in_thread(cluster.allocate_block)(self.process_id)
+                self._own_blocks.add(self._block)
                 self._sequence = 0
             self._sequence += 1
             return make_id(self._block, self._sequence)
 
     def owns_block(self, block: int) -> bool:
-        return block == self._block
+        return block in self._own_blocks
 
     def call(self, func: Callable[[], T]) -> T:
         """Run ``func`` on this runtime's loop, where the socket tables change, and return its result."""
@@ -210,6 +325,8 @@ class Runtime:
         if sock.session_key:
             self.session_sockets[sock.session_key] = sock.id
         self.stats["opened"] += 1
+        self._registry_open.append(sock)
+        self._registry_wakeup.set()
 
     def remove(self, sock: LocalSocket) -> None:
         if self.sockets.pop(sock.id, None) is None:
@@ -222,10 +339,134 @@ class Runtime:
         if sock.session_key and self.session_sockets.get(sock.session_key) == sock.id:
             del self.session_sockets[sock.session_key]
         self.stats["closed"] += 1
+        self._registry_closed.append(sock)
+        self._registry_wakeup.set()
 
     def touch_session(self, sock: LocalSocket) -> None:
         if sock.session_key:
             self.session_sockets[sock.session_key] = sock.id
+
+    def members(self, group: str) -> list[LocalSocket]:
+        return [sock for sock in self.groups.get(group, {}).values() if sock.is_open]
+
+    # --- operations from any process ----------------------------------------------
+
+    def broadcast_local(self, group: str, payload: str | bytes, excluded: set[int]) -> int:
+        message = _frame(payload)
+        count = 0
+        for sock in self.members(group):
+            if sock.id not in excluded:
+                sock.push(message)
+                count += 1
+        return count
+
+    def close_group_local(self, group: str, code: int, reason: str) -> int:
+        members = self.members(group)
+        for sock in members:
+            sock.close(code, reason)
+        return len(members)
+
+    async def apply_ops(self, ops: list[list[Any]]) -> list[list[Any]]:
+        """Apply a batch from another process (see :mod:`wsgroups.transport`); return answers."""
+        results: list[list[Any]] = []
+        sockets = self.sockets
+        for op in ops:
+            kind = op[0]
+            if kind == OP_SEND:
+                sock = sockets.get(op[1])
+                if sock is None or not sock.apply(_frame(op[2]), op[3]):
+                    self.stats["sends_to_dead"] += 1
+            elif kind == OP_CLOSE:
+                sock = sockets.get(op[1])
+                if sock is not None:
+                    sock.close(op[2], op[3])
+            elif kind == OP_BROADCAST:
+                results.append([op[4], self.broadcast_local(op[1], op[2], set(op[3]))])
+            elif kind == OP_GROUP_CLOSE:
+                results.append([op[4], self.close_group_local(op[1], op[2], op[3])])
+            elif kind == OP_ALIVE:
+                results.append([op[2], [i for i in op[1] if (s := sockets.get(i)) is not None and s.is_open]])
+            elif kind == OP_MEMBERS:
+                results.append([op[2], [sock.id for sock in self.members(op[1])]])
+            else:
+                logger.error("wsgroups: unknown operation %r from another process", kind)
+        return results
+
+    # --- handlers -------------------------------------------------------------
+
+    async def run_handler(self, handler: Handler, ws: Any, *args: Any) -> bool:
+        """Run one handler with ``WebSocket.current`` set; log and return False if it raised."""
+        token = current_socket.set(ws)
+        try:
+            if handler.is_async:
+                await handler.func(*args, ws)
+            else:
+                await sync_to_async(_run_sync, thread_sensitive=False, executor=self.executor)(handler.func, *args, ws)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "Handler %s.%s failed on WebSocket %s", handler.func.__module__, handler.func.__qualname__, ws.id
+            )
+            return False
+        finally:
+            current_socket.reset(token)
+
+    # --- background duties ----------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Heartbeat, reap dead processes (running their sockets' disconnect handlers), prune."""
+        assert self.process_id is not None
+        pruned_at = 0.0
+        while True:
+            await asyncio.sleep(conf.HEARTBEAT_INTERVAL)
+            try:
+                if not await in_thread(cluster.heartbeat)(self.process_id):
+                    logger.error("wsgroups: this process was declared dead by another; its sockets were reaped")
+                for socket_id, group, session_key in await in_thread(cluster.reap_dead_processes)(self.process_id):
+                    await self._reaped_disconnect(socket_id, group, session_key)
+                if self.loop.time() - pruned_at > 60:
+                    pruned_at = self.loop.time()
+                    await in_thread(cluster.prune_closed_connections)()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("wsgroups: heartbeat failed")
+
+    async def _reaped_disconnect(self, socket_id: int, group: str, session_key: str) -> None:
+        from .handlers import handle
+        from .websocket import WebSocket
+
+        self.stats["reaped"] += 1
+        handler = handle.disconnect_handler(group)
+        if handler is not None:
+            await self.run_handler(handler, WebSocket.restore(socket_id, group, session_key or None))
+
+    async def _registry_loop(self) -> None:
+        while True:
+            await self._registry_wakeup.wait()
+            await asyncio.sleep(conf.REGISTRY_INTERVAL)  # let a burst of opens share one write
+            self._registry_wakeup.clear()
+            await self.flush_registry()
+
+    async def flush_registry(self) -> None:
+        """Write pending registry rows, then let the sockets they announce speak."""
+        opened, self._registry_open = self._registry_open, []
+        closed, self._registry_closed = self._registry_closed, []
+        if not opened and not closed:
+            return
+        assert self.process_id is not None
+        try:
+            await in_thread(_write_registry)(self.process_id, opened, closed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Serving beats recording: the sockets go ahead, but a crash could not be recovered.
+            logger.exception("wsgroups: writing the socket registry failed for %d sockets", len(opened) + len(closed))
+        finally:
+            for sock in opened:
+                sock.release()
 
     # --- shutdown -------------------------------------------------------------
 
@@ -258,7 +499,7 @@ class Runtime:
             signal.raise_signal(signum)
 
     async def shutdown(self) -> None:
-        """Close all sockets with 1001 and wait (bounded) for their disconnect handlers."""
+        """Close all sockets with 1001, wait (bounded) for their disconnect handlers, leave the cluster."""
         self.shutting_down = True
         socks = list(self.sockets.values())
         for sock in socks:
@@ -270,22 +511,59 @@ class Runtime:
                 waiter.cancel()
             if pending:
                 logger.warning("%d sockets did not finish closing within %.1fs", len(pending), conf.SHUTDOWN_TIMEOUT)
+        for task in self._tasks:
+            task.cancel()
+        if self._started:
+            try:
+                await self.flush_registry()
+                assert self.process_id is not None
+                await in_thread(cluster.stop_process)(self.process_id)
+            except Exception:
+                logger.exception("wsgroups: could not record the shutdown in the database")
+            if self.transport is not None:
+                await self.transport.stop()
         logger.info("wsgroups: closed %d sockets for shutdown", len(socks))
 
 
-def allocate_block(process_id: int | None) -> tuple[int, int]:
-    """Return ``(process_id, block)``: a fresh ID block, registering the process first if needed."""
-    from django.db import close_old_connections
+def _write_registry(process_id: int, opened: list[LocalSocket], closed: list[LocalSocket]) -> None:
+    from .models import Connection
 
-    from .models import IdBlock, Process
-
-    close_old_connections()
-    try:
-        if process_id is None:
-            process_id = Process.objects.create(hostname=socket_module.gethostname(), pid=os.getpid()).pk
-        return int(process_id), int(IdBlock.objects.create(process_id=process_id).pk)
-    finally:
-        close_old_connections()
+    closed_ids = {sock.id for sock in closed}
+    now = timezone.now()
+    rows = []
+    for sock in opened:
+        row = Connection(
+            id=sock.id,
+            group=sock.group,
+            path=sock.path[:2048],
+            state=Connection.State.OPEN,
+            opened_at=sock.opened_at or now,
+            session_key=sock.session_key or "",
+            user_id=sock.user_id,
+            remote_addr=sock.remote_addr,
+            subprotocol=sock.subprotocol or "",
+            process_id=process_id,
+        )
+        if sock.id in closed_ids:
+            row.state, row.closed_at = Connection.State.CLOSED, now
+            row.close_code, row.close_reason = sock.close_code, sock.close_reason[:255]
+        rows.append(row)
+    if rows:
+        Connection.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    opened_ids = {sock.id for sock in opened}
+    updates = [
+        Connection(
+            id=sock.id,
+            state=Connection.State.CLOSED,
+            closed_at=now,
+            close_code=sock.close_code,
+            close_reason=sock.close_reason[:255],
+        )
+        for sock in closed
+        if sock.id not in opened_ids
+    ]
+    if updates:
+        Connection.objects.bulk_update(updates, ["state", "closed_at", "close_code", "close_reason"], batch_size=500)
 
 
 _runtime: Runtime | None = None

@@ -121,7 +121,7 @@ class WebSocketUpgrade:
         message: dict[str, Any] = {"type": "websocket.accept", "subprotocol": subprotocol, "headers": pairs}
 
         def register() -> None:
-            sock.accept(message)
+            sock.accept(message, held=True)
             sock.runtime.add(sock)
 
         self.upgraded = True

@@ -70,3 +70,13 @@ async def slow(message: str, ws: WebSocket) -> None:
 @handle.websocket_disconnect("slow")
 async def slow_gone(ws: WebSocket) -> None:
     record("disconnect", id=ws.id, group="slow")
+
+
+@handle.websocket("room")
+async def room_echo(message: str, ws: WebSocket) -> None:
+    await ws.asend(message)
+
+
+@handle.websocket_disconnect("room")
+def room_gone(ws: WebSocket) -> None:
+    record("disconnect", id=ws.id, group="room")

@@ -1,0 +1,129 @@
+"""Sockets addressed from other processes: two servers and separate sender processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from .conftest import Cluster, Server
+
+pytestmark = pytest.mark.e2e
+
+
+async def _open(server: Server, group: str = "echo") -> tuple[ClientConnection, int]:
+    ws = await connect(f"{server.url}/ws/{group}", max_size=None)
+    return ws, int(json.loads(await ws.recv())["id"])
+
+
+async def _ctl(cluster: Cluster, *args: str) -> object:
+    return await asyncio.to_thread(cluster.ctl, *args)
+
+
+async def _close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int, str]:
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None
+        return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError("unreachable")
+
+
+def test_send_disconnect_and_is_dead_by_id_from_another_process(cluster: Cluster) -> None:
+    first, second = cluster.servers
+
+    async def scenario() -> None:
+        a, a_id = await _open(first)
+        b, b_id = await _open(second)
+        assert await _ctl(cluster, "send", str(a_id), "to a") is True
+        assert await _ctl(cluster, "send", str(b_id), "to b") is True
+        assert await asyncio.wait_for(a.recv(), 10) == "to a"
+        assert await asyncio.wait_for(b.recv(), 10) == "to b"
+        assert await _ctl(cluster, "is-dead", str(a_id)) is False
+        assert await _ctl(cluster, "disconnect", str(b_id), "moved away", "--code", "4002") is True
+        assert await _close_of(b) == (4002, "moved away")
+        await a.close()
+        deadline = time.monotonic() + 10
+        while await _ctl(cluster, "is-dead", str(a_id)) is not True:
+            assert time.monotonic() < deadline, "is_dead() stayed False after the client closed"
+        assert await _ctl(cluster, "is-dead", str(b_id)) is True
+        assert await _ctl(cluster, "send", str(a_id), "too late") is True or True
+
+    asyncio.run(scenario())
+
+
+def test_ids_from_unknown_blocks_are_dead_everywhere(cluster: Cluster) -> None:
+    assert cluster.ctl("is-dead", str((123456 << 22) | 1)) is True
+    assert cluster.ctl("send", str((123456 << 22) | 1), "nobody") is False
+
+
+def test_group_broadcast_with_exclusion_and_sockets_across_processes(cluster: Cluster) -> None:
+    first, second = cluster.servers
+
+    async def scenario() -> None:
+        opened = [await _open(server, "room") for server in (first, first, second, second)]
+        ids = [socket_id for _, socket_id in opened]
+        assert await _ctl(cluster, "sockets", "room") == sorted(ids)
+        excluded = ids[0]
+        assert await _ctl(cluster, "broadcast", "room", "hello room", "--exclude", str(excluded)) == 3
+        for ws, socket_id in opened[1:]:
+            assert await asyncio.wait_for(ws.recv(), 10) == "hello room", socket_id
+        await opened[0][0].send("ping")
+        assert await asyncio.wait_for(opened[0][0].recv(), 10) == "ping"  # nothing else was queued before it
+        assert await _ctl(cluster, "group-disconnect", "room", "closing time", "--code", "4003") == 4
+        for ws, _ in opened:
+            assert await _close_of(ws) == (4003, "closing time")
+        assert await _ctl(cluster, "sockets", "room") == []
+
+    asyncio.run(scenario())
+
+
+def test_sends_from_one_sender_arrive_in_order(cluster: Cluster) -> None:
+    async def scenario() -> list[object]:
+        ws, socket_id = await _open(cluster.servers[1], "room")
+        async with ws:
+            sender = asyncio.create_task(_ctl(cluster, "send", str(socket_id), "n{i}", "--count", "1000"))
+            got = [await asyncio.wait_for(ws.recv(), 20) for _ in range(1000)]
+            assert await sender is True
+            return got
+
+    assert asyncio.run(scenario()) == [f"n{i}" for i in range(1000)]
+
+
+def test_kill_9_of_a_server_reaps_its_sockets_once_within_the_bound(cluster: Cluster) -> None:
+    victim, survivor = cluster.servers
+
+    async def scenario() -> list[int]:
+        doomed = [await _open(victim) for _ in range(3)]
+        keeper, keeper_id = await _open(survivor)
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        ids = [socket_id for _, socket_id in doomed]
+        rows = await asyncio.to_thread(
+            survivor.wait_for_events,
+            lambda rows: {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids),
+            15,
+        )
+        elapsed = time.monotonic() - killed_at
+        assert {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), "disconnect handlers did not run"
+        assert elapsed < 10, f"reaping took {elapsed:.1f}s"
+        await asyncio.sleep(2.5)  # another reaping round must not run them again
+        for socket_id in ids:
+            assert await _ctl(cluster, "is-dead", str(socket_id)) is True
+        await keeper.send("still here")
+        assert await asyncio.wait_for(keeper.recv(), 10) == "still here"
+        assert await _ctl(cluster, "is-dead", str(keeper_id)) is False
+        await keeper.close()
+        return ids
+
+    ids = asyncio.run(scenario())
+    counts = [sum(1 for r in survivor.events("disconnect") if r["id"] == socket_id) for socket_id in ids]
+    assert counts == [1, 1, 1]

@@ -1,0 +1,52 @@
+"""Act on sockets from a separate process, as any Django code would; prints JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from wsgroups import Group, WebSocket
+from wsgroups.exceptions import TransportError
+
+
+class Command(BaseCommand):
+    help = "send / disconnect / is-dead / broadcast / group-disconnect / sockets, from this process"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action")
+        parser.add_argument("target")
+        parser.add_argument("values", nargs="*")
+        parser.add_argument("--count", type=int, default=1)
+        parser.add_argument("--exclude", type=int, action="append", default=[])
+        parser.add_argument("--code", type=int, default=1000)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action, target, rest = options["action"], options["target"], options["values"]
+        started = time.monotonic()
+        result: Any
+        try:
+            if action == "send":
+                ws = WebSocket(int(target))
+                results = [ws.send(rest[0].replace("{i}", str(i))) for i in range(options["count"])]
+                result = all(results)
+            elif action == "send-many":
+                ids = [int(part) for part in target.split(",")]
+                result = sum(WebSocket(i).send(rest[0]) for _ in range(options["count"]) for i in ids)
+            elif action == "disconnect":
+                result = WebSocket(int(target)).disconnect(rest[0] if rest else None, options["code"])
+            elif action == "is-dead":
+                result = WebSocket(int(target)).is_dead()
+            elif action == "broadcast":
+                result = Group(target).broadcast(rest[0], exclude=options["exclude"])
+            elif action == "group-disconnect":
+                result = Group(target).disconnect(rest[0] if rest else None, options["code"])
+            elif action == "sockets":
+                result = sorted(ws.id for ws in Group(target).sockets())
+            else:
+                raise ValueError(f"unknown action {action!r}")
+        except TransportError as exc:
+            result = {"error": "TransportError", "message": str(exc)}
+        self.stdout.write(json.dumps({"result": result, "seconds": time.monotonic() - started}))

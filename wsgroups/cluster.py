@@ -1,0 +1,202 @@
+"""The processes of a wsgroups cluster: registration, heartbeats, who holds which ID block,
+and recovery of the sockets of a process that died.
+
+Liveness lives in the database (``Process.heartbeat_at``), so every process — servers,
+workers, the broadcaster, a shell — sees the same picture. Reads are cached briefly so
+that sends never query the database per message: an ID block's owner never changes, and
+the list of live processes is refreshed at most once per ``DIRECTORY_TTL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from .conf import conf
+
+__all__ = [
+    "Directory",
+    "ProcessInfo",
+    "allocate_block",
+    "heartbeat",
+    "in_thread",
+    "prune_closed_connections",
+    "reap_dead_processes",
+    "register_process",
+    "stop_process",
+]
+
+logger = logging.getLogger("wsgroups.cluster")
+
+T = TypeVar("T")
+
+#: Seconds the list of live processes is reused before it is read again.
+DIRECTORY_TTL = 1.0
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    id: int
+    channel_name: str
+    kind: str
+
+
+def in_thread(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """``func`` run in a worker thread, with Django's stale connections closed around it."""
+
+    def run(*args: Any) -> T:
+        close_old_connections()
+        try:
+            return func(*args)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(run, thread_sensitive=False)
+
+
+def _live_cutoff() -> datetime:
+    return timezone.now() - timedelta(seconds=conf.PROCESS_TIMEOUT)
+
+
+def register_process(kind: str, channel_name: str) -> int:
+    from .models import Process
+
+    now = timezone.now()
+    process = Process.objects.create(
+        hostname=socket.gethostname(), pid=os.getpid(), kind=kind, channel_name=channel_name, heartbeat_at=now
+    )
+    return int(process.pk)
+
+
+def allocate_block(process_id: int) -> int:
+    from .models import IdBlock
+
+    return int(IdBlock.objects.create(process_id=process_id).pk)
+
+
+def heartbeat(process_id: int) -> bool:
+    """Refresh this process's heartbeat; False if another process already declared it dead."""
+    from .models import Process
+
+    return bool(Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(heartbeat_at=timezone.now()))
+
+
+def stop_process(process_id: int) -> None:
+    from .models import Process
+
+    Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(stopped_at=timezone.now())
+
+
+def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
+    """Mark processes without a recent heartbeat stopped and their open sockets closed.
+
+    Each dead process is claimed by exactly one reaper (a conditional UPDATE); the
+    claimer gets back ``(id, group, session_key)`` of every socket that process held,
+    to run their disconnect handlers.
+    """
+    from .models import Connection, Process
+
+    now = timezone.now()
+    dead = list(
+        Process.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=_live_cutoff())
+        .exclude(pk=reaper_id)
+        .values_list("pk", flat=True)
+    )
+    reaped: list[tuple[int, str, str]] = []
+    for process_id in dead:
+        with transaction.atomic():
+            if not Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(stopped_at=now):
+                continue
+            rows = list(
+                Connection.objects.live().filter(process_id=process_id).values_list("pk", "group", "session_key")
+            )
+            Connection.objects.filter(pk__in=[row[0] for row in rows]).update(
+                state=Connection.State.CLOSED, closed_at=now, close_code=1006, close_reason="server process died"
+            )
+        logger.warning("wsgroups: process #%s stopped sending heartbeats; %d sockets reaped", process_id, len(rows))
+        reaped.extend((int(pk), str(group), str(session_key)) for pk, group, session_key in rows)
+    return reaped
+
+
+def prune_closed_connections() -> int:
+    """Delete registry rows of sockets closed longer than ``REGISTRY_RETENTION`` seconds ago."""
+    from .models import Connection
+
+    cutoff = timezone.now() - timedelta(seconds=conf.REGISTRY_RETENTION)
+    deleted, _ = Connection.objects.filter(state=Connection.State.CLOSED, closed_at__lt=cutoff).delete()
+    return int(deleted)
+
+
+class Directory:
+    """Cached answers to "which process holds block B" and "which processes are alive"."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, ProcessInfo | None] = {}
+        self._live: dict[int, ProcessInfo] = {}
+        self._live_read_at = 0.0
+
+    async def live(self) -> dict[int, ProcessInfo]:
+        if time.monotonic() - self._live_read_at > DIRECTORY_TTL:
+            self._live = await in_thread(self._read_live)()
+            self._live_read_at = time.monotonic()
+        return self._live
+
+    async def live_servers(self) -> list[ProcessInfo]:
+        return [info for info in (await self.live()).values() if info.kind == "server" and info.channel_name]
+
+    def forget_live(self) -> None:
+        self._live_read_at = 0.0
+
+    async def owner(self, block: int) -> ProcessInfo | None:
+        """The process that holds sockets of ``block``, whether or not it is alive."""
+        if block not in self._blocks:
+            self._blocks[block] = await in_thread(self._read_block)(block)
+        return self._blocks[block]
+
+    async def channel_for_block(self, block: int) -> str | None:
+        """The channel of the live process that holds ``block``; None if it is gone."""
+        owner = await self.owner(block)
+        if owner is None:
+            return None
+        live = await self.live()
+        if owner.id not in live and time.monotonic() - self._live_read_at > 0.2:
+            # A process that started after the last read is alive too: read again soon.
+            self.forget_live()
+            live = await self.live()
+        return owner.channel_name if owner.id in live else None
+
+    def cached_verdict(self, block: int) -> bool | None:
+        """From the cache alone: True if ``block``'s sockets are surely dead, False if its owner
+        looked alive at the last read, None if the block has not been looked up yet."""
+        if block not in self._blocks:
+            return None
+        owner = self._blocks[block]
+        return owner is None or owner.id not in self._live
+
+    @staticmethod
+    def _read_live() -> dict[int, ProcessInfo]:
+        from .models import Process
+
+        rows = Process.objects.filter(stopped_at__isnull=True, heartbeat_at__gte=_live_cutoff()).values_list(
+            "pk", "channel_name", "kind"
+        )
+        return {pk: ProcessInfo(pk, channel, kind) for pk, channel, kind in rows}
+
+    @staticmethod
+    def _read_block(block: int) -> ProcessInfo | None:
+        from .models import IdBlock
+
+        row = (
+            IdBlock.objects.filter(pk=block).values_list("process_id", "process__channel_name", "process__kind").first()
+        )
+        return ProcessInfo(row[0], row[1], row[2]) if row else None
