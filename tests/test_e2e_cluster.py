@@ -127,3 +127,39 @@ def test_kill_9_of_a_server_reaps_its_sockets_once_within_the_bound(cluster: Clu
     ids = asyncio.run(scenario())
     counts = [sum(1 for r in survivor.events("disconnect") if r["id"] == socket_id) for socket_id in ids]
     assert counts == [1, 1, 1]
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+def test_a_client_that_stops_reading_is_closed_1013_with_bounded_memory(server_factory, base_env, kind: str) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import run_ctl
+    from .wsclient import raw_handshake
+
+    server = server_factory(
+        kind, extra_env={"WSGROUPS_TEST_OUTGOING_BUFFER": "1000", "WSGROUPS_TEST_CLOSE_TIMEOUT": "1"}
+    )
+    response = raw_handshake(server.port, "/ws/echo")
+    assert response.status == 101
+    response.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
+    data = response.body
+    while len(data) < 2 or len(data) < 2 + data[1]:
+        data += response.sock.recv(4096)
+    socket_id = int(json.loads(data[2 : 2 + data[1]])["id"])
+    rss_before = _rss_kib(server.process.pid)
+    # 40 MB for a client that never reads again.
+    assert run_ctl(base_env, "send", str(socket_id), "x", "--repeat", "2000", "--count", "20000", timeout=120) is True
+    rows = server.wait_for_events(lambda rows: any(r["id"] == socket_id for r in rows), timeout=30)
+    assert [r["id"] for r in rows if r["event"] == "disconnect"].count(socket_id) == 1
+    grown_mib = (_rss_kib(server.process.pid) - rss_before) / 1024
+    assert grown_mib < 20, f"server grew by {grown_mib:.0f} MiB for one stalled client"
+    row = run_ctl(base_env, "registry", str(socket_id))
+    assert row["close_code"] == 1013
+    assert "outgoing buffer" in server.log()
+    response.close()

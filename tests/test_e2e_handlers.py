@@ -212,7 +212,10 @@ def test_a_burst_larger_than_the_outgoing_buffer_closes_1013(server_factory, kin
         code, _, _ = await _closed(ws, timeout=20)
         return code, socket_id
 
-    code, socket_id = asyncio.run(scenario())
+    try:
+        code, socket_id = asyncio.run(scenario())
+    except TimeoutError:
+        raise AssertionError(f"no close within 20s; server log:\n{server.log()[-4000:]}") from None
     assert code in (1008, 1013)
     assert _disconnects(server, socket_id) == 1
     assert "outgoing buffer" in server.log()

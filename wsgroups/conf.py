@@ -13,6 +13,8 @@ key                       default     meaning
 ``HANDLER_MODE``          "inline"    "inline": handlers run in the server process;
                                       "worker": in ``manage.py runworker wsgroups``
 ``SHUTDOWN_TIMEOUT``      5.0         seconds to wait for disconnect handlers at shutdown
+``CLOSE_TIMEOUT``         5.0         seconds a socket closed for overflow may take to go
+                                      before it is abandoned (its handler runs regardless)
 ``CHANNEL_LAYER``         "default"   alias in CHANNEL_LAYERS that links the processes
 ``HEARTBEAT_INTERVAL``    2.0         seconds between a process's heartbeats
 ``PROCESS_TIMEOUT``       6.0         seconds without a heartbeat before a process is dead
@@ -42,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "HANDLER_THREADS": 32,
     "HANDLER_MODE": "inline",
     "SHUTDOWN_TIMEOUT": 5.0,
+    "CLOSE_TIMEOUT": 5.0,
     "CHANNEL_LAYER": "default",
     "HEARTBEAT_INTERVAL": 2.0,
     "PROCESS_TIMEOUT": 6.0,
@@ -91,6 +94,10 @@ class Settings:
     @property
     def SHUTDOWN_TIMEOUT(self) -> float:
         return float(self._get("SHUTDOWN_TIMEOUT"))
+
+    @property
+    def CLOSE_TIMEOUT(self) -> float:
+        return float(self._get("CLOSE_TIMEOUT"))
 
     @property
     def CHANNEL_LAYER(self) -> str:

@@ -13,6 +13,7 @@ One instance serves every socket of the process. Per socket it:
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -149,9 +150,15 @@ class WebSocketApplication:
     async def serve(self, runtime: Runtime, sock: LocalSocket, receive: Receive) -> None:
         """Feed frames to the group's handlers until the socket ends, then run its disconnect handler."""
         max_size = conf.MAX_MESSAGE_SIZE
+        sock.app_task = asyncio.current_task()
         try:
             while True:
-                message = await receive()
+                try:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if sock.abandoned:
+                        break
+                    raise
                 kind = message["type"]
                 if kind == "websocket.disconnect":
                     if sock.close_code is None:
@@ -185,6 +192,6 @@ class WebSocketApplication:
             sock.state = CLOSED
             runtime.remove(sock)
             disconnect = handle.disconnect_handler(sock.group)
-            if disconnect is not None:
+            if disconnect is not None and not sock.reaped:
                 await runtime.run_handler(disconnect, WebSocket.restore(sock.id, sock.group, sock.session_key))
             sock.closed.set()

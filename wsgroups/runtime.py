@@ -63,8 +63,10 @@ class LocalSocket:
     """A socket held by this process."""
 
     __slots__ = (
-        "_pumping",
+        "_pump_task",
         "_send",
+        "abandoned",
+        "app_task",
         "close_code",
         "close_reason",
         "closed",
@@ -75,6 +77,7 @@ class LocalSocket:
         "opened_at",
         "outbox",
         "path",
+        "reaped",
         "remote_addr",
         "runtime",
         "session_key",
@@ -101,7 +104,12 @@ class LocalSocket:
         self.outbox: deque[dict[str, Any]] = deque()
         #: True until the socket's registry row is written: the 101 and later frames wait.
         self.held = False
-        self._pumping = False
+        self._pump_task: asyncio.Task[None] | None = None
+        #: The ASGI app task serving this socket, and whether it was told to give up on it.
+        self.app_task: asyncio.Task[Any] | None = None
+        self.abandoned = False
+        #: Another process already ran this socket's disconnect handler (see _rejoin).
+        self.reaped = False
         #: Set once the socket is closed and its disconnect handler has finished.
         self.closed = asyncio.Event()
 
@@ -146,17 +154,39 @@ class LocalSocket:
         if self.state != OPEN:
             return
         if len(self.outbox) >= conf.OUTGOING_BUFFER:
-            self.runtime.stats["outbox_overflows"] += 1
-            logger.warning(
-                "WebSocket %s: outgoing buffer of %d frames is full; closing with 1013",
-                self.id,
-                conf.OUTGOING_BUFFER,
-            )
-            self.outbox.clear()
-            self.close(CloseCode.TRY_AGAIN_LATER, "outgoing buffer full: client too slow")
+            self._overflow()
             return
         self.outbox.append(message)
         self._kick()
+
+    def _overflow(self) -> None:
+        """The client does not keep up: drop its queue and close it with 1013, even if the
+        server cannot write to it any more."""
+        self.runtime.stats["outbox_overflows"] += 1
+        logger.warning(
+            "WebSocket %s: outgoing buffer of %d frames is full; closing with 1013", self.id, conf.OUTGOING_BUFFER
+        )
+        self.outbox.clear()
+        self.state = CLOSING
+        self.close_code, self.close_reason = CloseCode.TRY_AGAIN_LATER, "outgoing buffer full: client too slow"
+        if self._pump_task is not None:
+            self._pump_task.cancel()  # it waits on a client that does not read
+        self._pump_task = self.loop.create_task(self._force_close())
+
+    async def _force_close(self) -> None:
+        message = {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
+        try:
+            async with asyncio.timeout(conf.CLOSE_TIMEOUT):
+                await self._send(message)
+        except Exception as exc:
+            logger.debug("WebSocket %s: close frame not sent: %r", self.id, exc)
+        await asyncio.sleep(conf.CLOSE_TIMEOUT)
+        if not self.closed.is_set() and self.app_task is not None:
+            # The server never reported the end of a connection we cannot write to: stop
+            # serving it so its disconnect handler runs and its memory is freed.
+            logger.warning("WebSocket %s: abandoned after %.1fs without a close", self.id, conf.CLOSE_TIMEOUT)
+            self.abandoned = True
+            self.app_task.cancel()
 
     def apply(self, message: dict[str, Any], flags: int) -> bool:
         """Send with :class:`ConnectionFlags` on the loop; False if the socket was not open."""
@@ -196,9 +226,8 @@ class LocalSocket:
         self._kick()
 
     def _kick(self) -> None:
-        if not self._pumping and not self.held:
-            self._pumping = True
-            self.loop.create_task(self._pump())
+        if self._pump_task is None and not self.held:
+            self._pump_task = self.loop.create_task(self._pump())
 
     async def _pump(self) -> None:
         try:
@@ -211,7 +240,8 @@ class LocalSocket:
             logger.debug("WebSocket %s: send failed: %r", self.id, exc)
             self.outbox.clear()
         finally:
-            self._pumping = False
+            if self._pump_task is asyncio.current_task():
+                self._pump_task = None
 
 
 def _frame(payload: str | bytes) -> dict[str, Any]:
@@ -423,7 +453,7 @@ class Runtime:
             await asyncio.sleep(conf.HEARTBEAT_INTERVAL)
             try:
                 if not await in_thread(cluster.heartbeat)(self.process_id):
-                    logger.error("wsgroups: this process was declared dead by another; its sockets were reaped")
+                    await self._rejoin()
                 for socket_id, group, session_key in await in_thread(cluster.reap_dead_processes)(self.process_id):
                     await self._reaped_disconnect(socket_id, group, session_key)
                 if self.loop.time() - pruned_at > 60:
@@ -433,6 +463,25 @@ class Runtime:
                 raise
             except Exception:
                 logger.exception("wsgroups: heartbeat failed")
+
+    async def _rejoin(self) -> None:
+        """Another process took this one for dead (its heartbeats stalled) and reaped its
+        sockets. Keep the cluster's verdict true: close those sockets without running their
+        disconnect handlers again, and come back as a new process with new ID blocks."""
+        logger.error(
+            "wsgroups: process #%s was declared dead after %.0fs without a heartbeat; closing its %d sockets "
+            "and rejoining",
+            self.process_id,
+            conf.PROCESS_TIMEOUT,
+            len(self.sockets),
+        )
+        for sock in list(self.sockets.values()):
+            sock.reaped = True
+            sock.close(CloseCode.TRY_AGAIN_LATER, "server lost contact with its cluster; reconnect")
+        channel_name = self.transport.channel_name if self.transport is not None else ""
+        async with self._id_lock:
+            self.process_id = await in_thread(cluster.register_process)("server", channel_name)
+            self._sequence = MAX_SEQUENCE
 
     async def _reaped_disconnect(self, socket_id: int, group: str, session_key: str) -> None:
         from .handlers import handle

@@ -57,8 +57,9 @@ OP_ALIVE = "a"  # ["a", ids, token] → the ids that are open
 OP_MEMBERS = "m"  # ["m", group, token] → ids of the group's open sockets
 OP_HANDLE = "h"  # ["h", group, kind, id, payload, session_key, token] → error text or None
 
-#: Largest number of ops in one channel-layer message.
+#: Largest number of ops, and about the most payload bytes, in one channel-layer message.
 MAX_BATCH = 5000
+MAX_BATCH_BYTES = 512 * 1024
 #: Ops queued and not yet handed to the layer before ``submit`` refuses more.
 MAX_PENDING = 200_000
 
@@ -203,8 +204,12 @@ class Transport:
                 if not self._pending:
                     break
                 by_channel: dict[str, list[list[Any]]] = {}
+                size = 0
                 for _ in range(min(len(self._pending), MAX_BATCH)):
+                    if size > MAX_BATCH_BYTES:
+                        break
                     destination, op = self._pending.popleft()
+                    size += _op_size(op)
                     channel = (
                         destination
                         if isinstance(destination, str)
@@ -341,6 +346,10 @@ class Transport:
         future = self._futures.get(token)
         if future is not None and not future.done():
             future.set_exception(error)
+
+
+def _op_size(op: list[Any]) -> int:
+    return 16 + sum(len(item) for item in op if isinstance(item, (str, bytes)))
 
 
 _thread_transport: Transport | None = None

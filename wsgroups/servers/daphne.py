@@ -4,7 +4,8 @@ Stock daphne (4.x) drops the ``headers`` of ``websocket.accept`` and the ``reaso
 ``websocket.close``, answers every rejection with 403, and goes through autobahn's
 ``sendClose``, which refuses every code but 1000 and 3000-4999. It also closes every
 socket after ``websocket_timeout`` (a day by default), and autobahn answers protocol
-errors such as invalid UTF-8 by dropping TCP instead of closing with 1007. This module subclasses daphne's
+errors such as invalid UTF-8 by dropping TCP instead of closing with 1007; and it
+buffers without bound for a client that stops reading. This module subclasses daphne's
 protocol to fix exactly those points and leaves the rest of daphne alone: its request
 header sanitising, its handshake timeout and autobahn's frame and message size limits
 stay in force.
@@ -15,6 +16,7 @@ process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne insta
 
 from __future__ import annotations
 
+import asyncio
 import http
 import logging
 import time
@@ -74,6 +76,14 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         return super().onConnect(request)
 
     def onOpen(self) -> None:
+        # Learn when the client stops reading (twisted's write buffer passes its high-water
+        # mark): sends then wait, as under uvicorn, instead of buffering without bound.
+        self.writable = asyncio.Event()
+        self.writable.set()
+        # The HTTP channel that handed the connection over is still registered as its producer.
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self.transport.registerProducer(self, True)
         self.autoPingTimeout = conf.PING_TIMEOUT
         # autobahn's default drops TCP on a protocol error (invalid UTF-8, oversized
         # message); send the close frame (1007, 1009, ...) so the client learns why.
@@ -99,6 +109,21 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
                 self._send_rejection()
         else:
             super().handle_reply(message)
+
+    # IPushProducer: twisted pauses us while its write buffer is full.
+    def pauseProducing(self) -> None:
+        self.writable.clear()
+
+    def resumeProducing(self) -> None:
+        self.writable.set()
+
+    def stopProducing(self) -> None:
+        self.writable.set()
+
+    def onClose(self, wasClean: bool, code: int, reason: str) -> None:
+        if hasattr(self, "writable"):
+            self.writable.set()
+        super().onClose(wasClean, code, reason)
 
     def _accept(self, message: dict[str, Any]) -> None:
         headers: dict[str, list[str]] = {}
@@ -131,17 +156,26 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
 
 
 def _advertise_response_extension(server: Any) -> None:
-    """Make the server add ``websocket.http.response`` to the scopes of our protocol."""
+    """Make the server add ``websocket.http.response`` to the scopes of our protocol, and
+    make ``websocket.send`` wait while the client's write buffer is full."""
     if getattr(server, "_wsgroups_adapted", False):
         return
     create_application = server.create_application
+    handle_reply = server.handle_reply
 
     def create_with_extension(protocol: Any, scope: dict[str, Any]) -> Any:
         if isinstance(protocol, WebSocketProtocol):
             scope = {**scope, "extensions": {**(scope.get("extensions") or {}), RESPONSE_EXTENSION: {}}}
         return create_application(protocol, scope)
 
+    async def handle_reply_when_writable(protocol: Any, message: dict[str, Any]) -> None:
+        writable = getattr(protocol, "writable", None)
+        if writable is not None and message.get("type") == "websocket.send" and not writable.is_set():
+            await writable.wait()
+        await handle_reply(protocol, message)
+
     server.create_application = create_with_extension
+    server.handle_reply = handle_reply_when_writable
     server._wsgroups_adapted = True
 
 

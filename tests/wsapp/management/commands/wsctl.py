@@ -20,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("target")
         parser.add_argument("values", nargs="*")
         parser.add_argument("--count", type=int, default=1)
+        parser.add_argument("--repeat", type=int, default=1, help="repeat the text this many times")
         parser.add_argument("--exclude", type=int, action="append", default=[])
         parser.add_argument("--code", type=int, default=1000)
 
@@ -30,7 +31,8 @@ class Command(BaseCommand):
         try:
             if action == "send":
                 ws = WebSocket(int(target))
-                results = [ws.send(rest[0].replace("{i}", str(i))) for i in range(options["count"])]
+                text = rest[0] * options["repeat"]
+                results = [ws.send(text.replace("{i}", str(i))) for i in range(options["count"])]
                 result = all(results)
             elif action == "send-many":
                 ids = [int(part) for part in target.split(",")]
@@ -43,6 +45,11 @@ class Command(BaseCommand):
                 result = Group(target).broadcast(rest[0], exclude=options["exclude"])
             elif action == "group-disconnect":
                 result = Group(target).disconnect(rest[0] if rest else None, options["code"])
+            elif action == "registry":
+                from wsgroups.models import Connection
+
+                row = Connection.objects.filter(pk=int(target)).values("state", "close_code", "close_reason").first()
+                result = row
             elif action == "sockets":
                 result = sorted(ws.id for ws in Group(target).sockets())
             else:

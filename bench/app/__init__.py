@@ -1,0 +1,1 @@
+"""The bench app: wsgroups handlers and the upgrade view of group ``bench``."""

@@ -1,0 +1,17 @@
+"""``/bench/ws``: upgrade into group ``bench`` and store the socket's ID for senders."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from bench.registry import WSGROUPS_KEY, sync_client
+from wsgroups import HANDLED
+
+
+def bench_ws(request: HttpRequest) -> HttpResponse:
+    """Upgrade into group ``bench``; its ID joins the Redis set :data:`WSGROUPS_KEY`."""
+    if not request.websocket:  # type: ignore[attr-defined]
+        return HttpResponse("WebSocket only.", status=400)
+    ws = request.websocket.send_upgrade("bench")  # type: ignore[attr-defined]
+    sync_client().sadd(WSGROUPS_KEY, ws.id)
+    return HANDLED

@@ -1,0 +1,422 @@
+"""The benchmark scenarios. Each runs against one target and returns :class:`Record` rows.
+
+Targets: ``wsgroups`` (``/bench/ws``), ``bare`` (the Channels consumer at ``/bare/ws``),
+both served by the same server program from ``bench.asgi``, and ``raw`` (the
+``websockets`` server of :mod:`bench.ceiling`). Every scenario starts its own server
+processes and stops them before it returns, so no state carries over between runs.
+
+A wsgroups capability that does not exist yet is reported as ``not available yet``
+(value None), never as a number: fan-outs first send one message to a few probe
+sockets and call the capability missing when none of them arrives in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from websockets.asyncio.client import ClientConnection
+
+from bench import client
+from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
+from bench.servers import LOOPBACK, ManagedProcess, ProcessGroup, run_command
+
+__all__ = ["NOT_AVAILABLE", "SCENARIOS", "Context", "Options", "Record", "run_scenario"]
+
+NOT_AVAILABLE = "not available yet"
+#: File descriptors the client keeps free for everything but its connections.
+FD_RESERVE = 500
+PATHS = {"wsgroups": "/bench/ws", "bare": "/bare/ws"}
+ID_KEYS = {"wsgroups": WSGROUPS_KEY, "bare": BARE_KEY}
+
+
+@dataclass
+class Record:
+    """One figure: ``value`` None means not measured, with ``status`` saying why."""
+
+    scenario: str
+    target: str
+    metric: str
+    value: float | None
+    status: str = "ok"
+    note: str = ""
+
+
+@dataclass
+class Options:
+    """Sizes and limits of a run (the command-line options of ``python -m bench``)."""
+
+    server: str = "daphne"
+    concurrency: int = 50
+    echo_connections: int = 50
+    echo_messages: int = 200
+    size: int = 100
+    broadcast_sockets: int = 5000
+    broadcast_messages: int = 10
+    ids_sockets: int = 5000
+    ids_messages: int = 10
+    tick_sockets: int = 20000
+    tick_servers: int = 2
+    ticks: int = 3
+    churn_connections: int = 2000
+    churn_concurrency: int = 50
+    memory_sockets: int = 5000
+    probe_sockets: int = 5
+    probe_timeout: float = 5.0
+    timeout: float = 300.0
+    idle: float = 5.0
+
+
+@dataclass
+class Context:
+    """What every scenario needs: options, the process group and the helper processes' env."""
+
+    options: Options
+    processes: ProcessGroup
+    env: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _mib(kib: int) -> float:
+    return kib / 1024
+
+
+def _reset_redis() -> None:
+    """Forget the previous run's socket sets and channel-layer keys."""
+    redis = sync_client()
+    for pattern in ("bench:*", "asgi*"):
+        keys = list(redis.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 1000):
+            redis.delete(*keys[start : start + 1000])
+
+
+@contextlib.asynccontextmanager
+async def _servers(ctx: Context, target: str, count: int = 1) -> AsyncIterator[list[ManagedProcess]]:
+    _reset_redis()
+    started: list[ManagedProcess] = []
+    try:
+        for index in range(count):
+            name = f"{ctx.options.server}-{target}-{index}"
+            started.append(ctx.processes.start_server(ctx.options.server, name))
+        yield started
+    finally:
+        for process in started:
+            ctx.processes.stop(process)
+
+
+def _url(process: ManagedProcess, path: str) -> str:
+    return f"ws://{LOOPBACK}:{process.port}{path}"
+
+
+async def _open(ctx: Context, urls: list[str], count: int) -> client.Opened:
+    """Open ``count`` connections spread round-robin over ``urls``; fail if any does not open."""
+    shares = [count // len(urls) + (1 if i < count % len(urls) else 0) for i in range(len(urls))]
+    parts = await asyncio.gather(
+        *(client.open_many(url, share, ctx.options.concurrency) for url, share in zip(urls, shares, strict=True))
+    )
+    opened = client.Opened(
+        [conn for part in parts for conn in part.connections],
+        sum(part.failures for part in parts),
+        max(part.seconds for part in parts),
+        next((part.first_error for part in parts if part.first_error), ""),
+    )
+    if opened.failures:
+        await client.close_all(opened.connections, ctx.options.concurrency)
+        raise RuntimeError(f"{opened.failures} of {count} connections failed: {opened.first_error}")
+    return opened
+
+
+async def _wait_registered(key: str, count: int, timeout: float) -> None:
+    """Wait until the servers have stored ``count`` socket addresses under ``key``."""
+    deadline = time.monotonic() + timeout
+    redis = sync_client()
+    while (stored := int(redis.scard(key))) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {stored} of {count} sockets were stored under {key}")
+        await asyncio.sleep(0.1)
+
+
+def _sender(ctx: Context, kind: str, messages: int) -> Awaitable[str]:
+    argv = [sys.executable, "-m", "bench.sender", kind, "--messages", str(messages)]
+    argv += ["--size", str(ctx.options.size), "--timeout", str(ctx.options.timeout)]
+    return run_command(argv, ctx.env, ctx.options.timeout)
+
+
+def _unavailable(scenario: str, target: str, metrics: list[str], why: str) -> list[Record]:
+    return [Record(scenario, target, metric, None, NOT_AVAILABLE, why) for metric in metrics]
+
+
+FANOUT_METRICS = [
+    "deliveries/s",
+    "first-to-last delivery (s)",
+    "messages missing",
+    "connections missing messages",
+    "connections/s",
+    "server RSS (MiB)",
+    "sender time (s)",
+    "sender ChannelFull retries",
+]
+
+
+def _fanout_records(
+    scenario: str,
+    target: str,
+    delivery: client.Delivery,
+    opened: client.Opened,
+    servers: list[ManagedProcess],
+    note: str = "",
+) -> list[Record]:
+    span = delivery.span
+    rate = delivery.received / span if span > 0 else 0.0
+    result = delivery.trigger_result
+    sender = json.loads(result) if isinstance(result, str) and result.startswith("{") else {}
+    values = [
+        rate,
+        span,
+        delivery.missing,
+        delivery.connections_missing,
+        opened.per_second,
+        _mib(sum(server.rss_kib() for server in servers)),
+        sender.get("seconds"),
+        sender.get("retries"),
+    ]
+    return [
+        Record(scenario, target, metric, float(value), note=note)
+        for metric, value in zip(FANOUT_METRICS, values, strict=True)
+        if value is not None
+    ]
+
+
+async def _probe(ctx: Context, url: str, key: str, kind: str) -> str:
+    """Send one message to a few fresh sockets from a separate process; return why it
+    failed (nothing arrived), or "" when it works."""
+    opened = await _open(ctx, [url], ctx.options.probe_sockets)
+    try:
+        await _wait_registered(key, ctx.options.probe_sockets, ctx.options.probe_timeout + 10)
+        delivery = await client.collect(
+            opened.connections, 1, _sender(ctx, kind, 1), ctx.options.timeout, ctx.options.probe_timeout
+        )
+    finally:
+        await client.close_all(opened.connections, ctx.options.concurrency)
+    if delivery.received == 0:
+        return (
+            f"{kind} from a separate process: 0 of {ctx.options.probe_sockets} probe "
+            f"messages arrived within {ctx.options.probe_timeout:g}s"
+        )
+    return ""
+
+
+async def _fanout(ctx: Context, scenario: str, target: str, sockets: int, messages: int, kind: str) -> list[Record]:
+    async with _servers(ctx, target) as servers:
+        url, key = _url(servers[0], PATHS[target]), ID_KEYS[target]
+        why = await _probe(ctx, url, key, kind)
+        if why:
+            return _unavailable(scenario, target, FANOUT_METRICS, why)
+        await _wait_registered_empty(key, ctx.options.probe_timeout + 10)
+        opened = await _open(ctx, [url], sockets)
+        try:
+            await _wait_registered(key, sockets, ctx.options.timeout)
+            sent = _sender(ctx, kind, messages)
+            delivery = await client.collect(opened.connections, messages, sent, ctx.options.timeout, ctx.options.idle)
+            return _fanout_records(scenario, target, delivery, opened, servers, delivery.why_missing())
+        finally:
+            await client.close_all(opened.connections, ctx.options.concurrency)
+
+
+async def _wait_registered_empty(key: str, timeout: float) -> None:
+    """Wait until the probe sockets have left ``key``, so the full run counts only its own."""
+    deadline = time.monotonic() + timeout
+    while int(sync_client().scard(key)) > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"closed probe sockets stayed stored under {key}")
+        await asyncio.sleep(0.1)
+
+
+async def broadcast(ctx: Context, target: str) -> list[Record]:
+    """N sockets, M group messages sent from a separate process."""
+    kind = "bare-group" if target == "bare" else "wsgroups-group"
+    o = ctx.options
+    return await _fanout(ctx, "group broadcast", target, o.broadcast_sockets, o.broadcast_messages, kind)
+
+
+async def send_by_id(ctx: Context, target: str) -> list[Record]:
+    """N sockets, M rounds of one send per stored address, from a separate process."""
+    kind = "bare-ids" if target == "bare" else "wsgroups-ids"
+    o = ctx.options
+    return await _fanout(ctx, "send by ID", target, o.ids_sockets, o.ids_messages, kind)
+
+
+TICK_METRICS = [
+    "deliveries/s",
+    "first-to-last delivery per tick (s)",
+    "messages missing",
+    "connections missing messages",
+    "connections/s",
+    "server RSS (MiB)",
+]
+
+
+async def _has_wsbroadcast(ctx: Context) -> bool:
+    argv = [sys.executable, "manage.py", "help", "--commands"]
+    return "wsbroadcast" in (await run_command(argv, ctx.env, 120)).split()
+
+
+async def broadcaster_tick(ctx: Context, target: str) -> list[Record]:
+    """N subscribed sockets over several server processes, one separate process per tick.
+
+    wsgroups: ``manage.py wsbroadcast --once`` per tick; bare: one ``channel_layer.send``
+    per stored channel name per tick (``bench.sender bare-ids``).
+    """
+    scenario, o = "broadcaster tick", ctx.options
+    if target == "wsgroups" and not await _has_wsbroadcast(ctx):
+        why = "manage.py has no wsbroadcast command"
+        return _unavailable(scenario, target, TICK_METRICS, why)
+    sockets, reduced = o.tick_sockets, ""
+    usable = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE
+    if sockets > usable:
+        sockets, reduced = usable, f" (reduced from {o.tick_sockets}: open-file limit)"
+    async with _servers(ctx, target, o.tick_servers) as servers:
+        opened = await _open(ctx, [_url(server, PATHS[target]) for server in servers], sockets)
+        try:
+            await _wait_registered(ID_KEYS[target], sockets, o.timeout)
+            tick: Callable[[], Awaitable[str]]
+            if target == "wsgroups":
+                await _sender(ctx, "wsgroups-subscribe", 1)
+                argv = [sys.executable, "manage.py", "wsbroadcast", "--once"]
+                tick = lambda: run_command(argv, ctx.env, o.timeout)  # noqa: E731
+            else:
+                tick = lambda: _sender(ctx, "bare-ids", 1)  # noqa: E731
+            deliveries = [
+                await client.collect(opened.connections, 1, tick(), o.timeout, o.idle) for _ in range(o.ticks)
+            ]
+            received = sum(d.received for d in deliveries)
+            spans = sum(d.span for d in deliveries)
+            values = [
+                received / spans if spans > 0 else 0.0,
+                spans / len(deliveries),
+                sum(d.missing for d in deliveries),
+                max(d.connections_missing for d in deliveries),
+                opened.per_second,
+                _mib(sum(server.rss_kib() for server in servers)),
+            ]
+            note = f"{sockets} sockets over {o.tick_servers} servers, {o.ticks} ticks{reduced}"
+            why = "; ".join(sorted({d.why_missing() for d in deliveries if d.why_missing()}))
+            note += f"; {why}" if why else ""
+            return [
+                Record(scenario, target, metric, float(value), note=note)
+                for metric, value in zip(TICK_METRICS, values, strict=True)
+            ]
+        finally:
+            await client.close_all(opened.connections, ctx.options.concurrency)
+
+
+async def echo(ctx: Context, target: str) -> list[Record]:
+    """C connections each send M text frames one at a time and await the echo."""
+    o = ctx.options
+    async with _servers(ctx, target) as servers:
+        opened = await _open(ctx, [_url(servers[0], PATHS[target])], o.echo_connections)
+        try:
+            result = await client.echo(opened.connections, o.echo_messages, o.size, o.timeout)
+        finally:
+            await client.close_all(opened.connections, ctx.options.concurrency)
+        values = {
+            "messages/s": result.per_second,
+            "round trip p50 (ms)": result.percentile(50) * 1000,
+            "round trip p99 (ms)": result.percentile(99) * 1000,
+            "messages missing": o.echo_connections * o.echo_messages - len(result.rtts),
+            "server RSS (MiB)": _mib(servers[0].rss_kib()),
+        }
+        return [Record("echo", target, metric, float(value)) for metric, value in values.items()]
+
+
+async def churn(ctx: Context, target: str) -> list[Record]:
+    """Open and close N connections, K at a time."""
+    o = ctx.options
+    async with _servers(ctx, target) as servers:
+        result = await client.churn(_url(servers[0], PATHS[target]), o.churn_connections, o.churn_concurrency)
+        values = {
+            "connections/s": result.per_second,
+            "failed connections": result.failures,
+            "server RSS (MiB)": _mib(servers[0].rss_kib()),
+        }
+        return [
+            Record("churn", target, metric, float(value), note=result.first_error) for metric, value in values.items()
+        ]
+
+
+async def memory(ctx: Context, target: str) -> list[Record]:
+    """Server RSS growth per idle connection: (RSS with N open - RSS before) / N."""
+    o = ctx.options
+    async with _servers(ctx, target) as servers:
+        server, url, key = servers[0], _url(servers[0], PATHS[target]), ID_KEYS[target]
+        warm = await _open(ctx, [url], 20)
+        await client.close_all(warm.connections, ctx.options.concurrency)
+        await _wait_registered_empty(key, 30)
+        await asyncio.sleep(1.0)
+        before = server.rss_kib()
+        opened = await _open(ctx, [url], o.memory_sockets)
+        try:
+            await _wait_registered(key, o.memory_sockets, o.timeout)
+            await asyncio.sleep(2.0)
+            after = server.rss_kib()
+        finally:
+            await client.close_all(opened.connections, ctx.options.concurrency)
+        values = {
+            "RSS per idle connection (KiB)": (after - before) / o.memory_sockets,
+            "server RSS before (MiB)": _mib(before),
+            "server RSS after (MiB)": _mib(after),
+        }
+        return [Record("memory", target, metric, float(value)) for metric, value in values.items()]
+
+
+async def _trigger(url: str, messages: int, size: int, timeout: float) -> str:
+    conn: ClientConnection = await client.connect_one(url)
+    try:
+        await conn.send(f"{messages} {size}")
+        return str(await asyncio.wait_for(conn.recv(), timeout))
+    finally:
+        await conn.close()
+
+
+async def ceiling(ctx: Context, target: str) -> list[Record]:
+    """The group-broadcast fan-out from the raw ``websockets`` server (no Django, no Redis)."""
+    o = ctx.options
+    server = ctx.processes.start_ceiling()
+    with ctx.processes.running(server):
+        opened = await _open(ctx, [_url(server, "/")], o.broadcast_sockets)
+        try:
+            fire = _trigger(_url(server, "/trigger"), o.broadcast_messages, o.size, o.timeout)
+            delivery = await client.collect(opened.connections, o.broadcast_messages, fire, o.timeout, o.idle)
+            note = delivery.why_missing()
+            return _fanout_records("ceiling", target, delivery, opened, [server], note)
+        finally:
+            await client.close_all(opened.connections, ctx.options.concurrency)
+
+
+Scenario = Callable[[Context, str], Awaitable[list[Record]]]
+
+#: option name → (title in the table, scenario, targets it runs against)
+SCENARIOS: dict[str, tuple[str, Scenario, tuple[str, ...]]] = {
+    "echo": ("echo", echo, ("wsgroups", "bare")),
+    "broadcast": ("group broadcast", broadcast, ("wsgroups", "bare")),
+    "ids": ("send by ID", send_by_id, ("wsgroups", "bare")),
+    "tick": ("broadcaster tick", broadcaster_tick, ("wsgroups", "bare")),
+    "churn": ("churn", churn, ("wsgroups", "bare")),
+    "memory": ("memory", memory, ("wsgroups", "bare")),
+    "ceiling": ("ceiling", ceiling, ("raw",)),
+}
+
+
+async def run_scenario(ctx: Context, name: str, target: str) -> list[Record]:
+    """Run one scenario against one target; an error becomes a record, not an exception."""
+    title, scenario, _ = SCENARIOS[name]
+    try:
+        return await scenario(ctx, target)
+    except Exception as exc:
+        return [Record(title, target, "error", None, "error", f"{type(exc).__name__}: {exc}")]

@@ -1,0 +1,140 @@
+"""The separate sending process: ``python -m bench.sender KIND --messages M --size S``.
+
+Kinds:
+
+- ``bare-group``: ``channel_layer.group_send("bench", ...)`` M times;
+- ``bare-ids``: M rounds of ``channel_layer.send(name, ...)`` to every channel name in
+  :data:`bench.registry.BARE_KEY`, one by one (retrying while a channel is full);
+- ``wsgroups-group``: ``Group("bench").broadcast(...)`` M times;
+- ``wsgroups-ids``: M rounds of ``WebSocket(id).send(...)`` to every ID in
+  :data:`bench.registry.WSGROUPS_KEY`;
+- ``wsgroups-subscribe``: a ``BroadcastSubscription`` row for every stored ID.
+
+Message ``seq`` is ``<seq:06d>`` padded with ``x`` to ``--size`` characters. It prints one
+JSON object: ``targets`` (sockets addressed), ``sent`` (calls made), ``accepted`` (what the
+calls reported as taken: for wsgroups their return values), ``retries`` (ChannelFull
+retries) and ``seconds`` (time spent sending).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+GROUP = "bench"
+KINDS = ("bare-group", "bare-ids", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe")
+
+
+def message(seq: int, size: int) -> str:
+    """The text of message ``seq``, ``size`` characters long (at least the 6 digits)."""
+    return f"{seq:06d}".ljust(size, "x")
+
+
+def _setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+
+
+def _stored(key: str) -> list[str]:
+    from bench.registry import sync_client
+
+    return sorted(member.decode() for member in sync_client().smembers(key))
+
+
+async def _bare(kind: str, messages: int, size: int, deadline: float) -> dict[str, Any]:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    try:
+        return await _bare_sends(layer, kind, messages, size, deadline)
+    finally:
+        await layer.close_pools()
+
+
+async def _bare_sends(layer: Any, kind: str, messages: int, size: int, deadline: float) -> dict[str, Any]:
+    from channels.exceptions import ChannelFull
+
+    from bench.registry import BARE_KEY
+
+    result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0}
+    if kind == "bare-group":
+        for seq in range(messages):
+            await layer.group_send(GROUP, {"type": "bench.message", "text": message(seq, size)})
+            result["sent"] += 1
+        result["accepted"] = result["sent"]
+        return result
+    names = _stored(BARE_KEY)
+    result["targets"] = len(names)
+    for seq in range(messages):
+        event = {"type": "bench.message", "text": message(seq, size)}
+        for name in names:
+            pause = 0.001
+            while True:
+                try:
+                    await layer.send(name, event)
+                    break
+                except ChannelFull:
+                    if time.monotonic() > deadline:
+                        raise
+                    result["retries"] += 1
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+            result["sent"] += 1
+    result["accepted"] = result["sent"]
+    return result
+
+
+def _wsgroups(kind: str, messages: int, size: int) -> dict[str, Any]:
+    from bench.registry import WSGROUPS_KEY
+    from wsgroups import Group, WebSocket
+
+    result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0}
+    if kind == "wsgroups-group":
+        for seq in range(messages):
+            result["accepted"] += Group(GROUP).broadcast(message(seq, size))
+            result["sent"] += 1
+        return result
+    sockets = [WebSocket(int(member)) for member in _stored(WSGROUPS_KEY)]
+    result["targets"] = len(sockets)
+    if kind == "wsgroups-subscribe":
+        from wsgroups.models import BroadcastSubscription  # type: ignore[attr-defined]
+
+        BroadcastSubscription.objects.bulk_create(
+            [BroadcastSubscription(websocket_id=ws.id) for ws in sockets], ignore_conflicts=True
+        )
+        result["accepted"] = len(sockets)
+        return result
+    for seq in range(messages):
+        text = message(seq, size)
+        for ws in sockets:
+            result["accepted"] += bool(ws.send(text))
+            result["sent"] += 1
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.sender", description=__doc__)
+    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("--messages", type=int, default=1)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up retrying after this")
+    args = parser.parse_args(argv)
+    _setup()
+    started = time.monotonic()
+    if args.kind.startswith("bare-"):
+        deadline = started + args.timeout
+        result = asyncio.run(_bare(args.kind, args.messages, args.size, deadline))
+    else:
+        result = _wsgroups(args.kind, args.messages, args.size)
+    result["seconds"] = time.monotonic() - started
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
