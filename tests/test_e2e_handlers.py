@@ -202,20 +202,13 @@ def test_group_broadcast_and_disconnect_from_a_view(server: Server) -> None:
     assert closes == [(4001, "bye all")] * 3
 
 
-@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
-def test_a_burst_larger_than_the_outgoing_buffer_closes_1013(server_factory, kind: str) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory(kind, extra_env={"WSGROUPS_TEST_OUTGOING_BUFFER": "100"})
+def test_a_burst_larger_than_the_outgoing_buffer_reaches_a_client_that_keeps_reading(server: Server) -> None:
+    # The buffer (OUTGOING_BUFFER, 1000 here) bounds what waits for a slow client; a client
+    # that reads gets every frame (test_e2e_cluster covers one that stops reading).
+    async def scenario() -> list[object]:
+        ws, _ = await _open(server)
+        async with ws:
+            await ws.send("flood")
+            return [await asyncio.wait_for(ws.recv(), 10) for _ in range(5000)]
 
-    async def scenario() -> tuple[int, int]:
-        ws, socket_id = await _open(server)
-        await ws.send("flood")
-        code, _, _ = await _closed(ws, timeout=20)
-        return code, socket_id
-
-    try:
-        code, socket_id = asyncio.run(scenario())
-    except TimeoutError:
-        raise AssertionError(f"no close within 20s; server log:\n{server.log()[-4000:]}") from None
-    assert code in (1008, 1013)
-    assert _disconnects(server, socket_id) == 1
-    assert "outgoing buffer" in server.log()
+    assert asyncio.run(scenario()) == [f"flood {i}" for i in range(5000)]

@@ -19,11 +19,18 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signals
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpResponse, HttpResponseBase, HttpResponseForbidden, HttpResponseServerError
+from django.core.handlers.asgi import ASGIRequest, get_script_prefix
+from django.core.handlers.base import BaseHandler
+from django.http import (
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseBase,
+    HttpResponseForbidden,
+    HttpResponseServerError,
+)
 from django.urls import set_script_prefix
 
 from .codes import CloseCode
@@ -53,21 +60,44 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class UpgradeHandler(ASGIHandler):
-    """Django's ASGI handler, used to run an upgrade request through middleware and the view."""
+class UpgradeHandler(BaseHandler):
+    """Runs an upgrade request through the project's middleware and view, like any request.
 
-    async def get_upgrade_response(self, scope: Scope, upgrade: WebSocketUpgrade) -> HttpResponseBase:
+    The whole request runs in one worker thread (the sync middleware chain, as under
+    WSGI): one thread hop per upgrade instead of one per sync middleware.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.load_middleware(is_async=False)
+
+    def get_upgrade_response(self, scope: Scope, upgrade: WebSocketUpgrade) -> tuple[HttpResponseBase, bytes]:
+        """The view's response and, for a rejection, its body (the response is then closed)."""
         http_scope = {**scope, "type": "http", "method": "GET"}
         set_script_prefix(get_script_prefix(http_scope))
-        await signals.request_started.asend(sender=self.__class__, scope=http_scope)
-        request, error_response = self.create_request(http_scope, io.BytesIO())
-        if request is None:
-            assert error_response is not None
-            return error_response
-        setattr(request, UPGRADE_ATTRIBUTE, upgrade)
-        async with ThreadSensitiveContext():
-            response = await self.get_response_async(request)
-        return response
+        signals.request_started.send(sender=self.__class__, scope=http_scope)
+        try:
+            request = ASGIRequest(http_scope, io.BytesIO())
+        except UnicodeDecodeError:
+            logger.warning("Bad Request (UnicodeDecodeError) on a WebSocket upgrade", exc_info=True)
+            response: HttpResponseBase = HttpResponseBadRequest()
+        else:
+            setattr(request, UPGRADE_ATTRIBUTE, upgrade)
+            response = self.get_response(request)
+        if upgrade.upgraded:
+            signals.request_finished.send(sender=self.__class__)
+            return response, b""
+        if response is HANDLED:
+            logger.error("The view for %s returned HANDLED without calling send_upgrade()", scope.get("path"))
+            response = HttpResponseServerError("The view returned HANDLED without upgrading.")
+        try:
+            if getattr(response, "streaming", False):
+                body = b"".join(bytes(chunk) for chunk in response)
+            else:
+                body = bytes(getattr(response, "content", b""))
+        finally:
+            response.close()  # sends request_finished
+        return response, body
 
 
 class WebSocketApplication:
@@ -84,25 +114,23 @@ class WebSocketApplication:
             return
         can_respond = RESPONSE_EXTENSION in (scope.get("extensions") or {})
         if runtime.shutting_down:
-            await self.reject(send, HttpResponse("Server is shutting down.", status=503), can_respond)
+            await self.send_rejection(send, HttpResponse("Server is shutting down.", status=503), None, can_respond)
             return
         origin = _header(scope, b"origin")
         if not origin_allowed(origin, settings.ALLOWED_HOSTS, conf.ALLOWED_ORIGINS):
             logger.warning("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
-            await self.reject(send, HttpResponseForbidden("Origin not allowed."), can_respond)
+            await self.send_rejection(send, HttpResponseForbidden("Origin not allowed."), None, can_respond)
             return
 
         client = scope.get("client") or ("", 0)
         sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send, str(client[0] or ""))
         upgrade = WebSocketUpgrade(sock, scope.get("subprotocols") or ())
-        response = await self.django.get_upgrade_response(scope, upgrade)
+        response, body = await sync_to_async(
+            self.django.get_upgrade_response, thread_sensitive=False, executor=runtime.upgrade_executor
+        )(scope, upgrade)
         if not upgrade.upgraded:
-            if response is HANDLED:
-                logger.error("The view for %s returned HANDLED without calling send_upgrade()", scope.get("path"))
-                response = HttpResponseServerError("The view returned HANDLED without upgrading.")
-            await self.reject(send, response, can_respond)
+            await self.send_rejection(send, response, body, can_respond)
             return
-        await signals.request_finished.asend(sender=UpgradeHandler)
         if response is not HANDLED:
             logger.error(
                 "The view for %s called send_upgrade() but returned %r instead of HANDLED; closing WebSocket %s",
@@ -113,43 +141,36 @@ class WebSocketApplication:
             sock.close(CloseCode.UNEXPECTED_CONDITION, "upgrade view returned a response")
         await self.serve(runtime, sock, receive)
 
-    async def reject(self, send: Send, response: HttpResponseBase, can_respond: bool) -> None:
-        """Send ``response`` as the answer to the upgrade request."""
-        try:
-            if can_respond:
-                body = await self._body(response)
-                await send(
-                    {
-                        "type": "websocket.http.response.start",
-                        "status": response.status_code,
-                        "headers": rejection_headers(response.items(), response.cookies.values(), len(body)),
-                        # Not in the ASGI spec (it has no reason phrase); the daphne adapter uses it.
-                        "reason": response.reason_phrase,
-                    }
-                )
-                await send({"type": "websocket.http.response.body", "body": body})
-            else:
-                if not self._warned_no_response_extension:
-                    self._warned_no_response_extension = True
-                    logger.warning(
-                        "This ASGI server cannot send HTTP responses to WebSocket upgrades; "
-                        "rejections go out as 403. Use daphne with wsgroups.asgi or uvicorn."
-                    )
-                await send({"type": "websocket.close"})
-        finally:
-            await sync_to_async(response.close)()
-
-    @staticmethod
-    async def _body(response: HttpResponseBase) -> bytes:
-        if not getattr(response, "streaming", False):
-            return bytes(getattr(response, "content", b""))
-        if getattr(response, "is_async", False):
-            return b"".join([bytes(chunk) async for chunk in response.streaming_content])  # type: ignore[attr-defined]
-        return await sync_to_async(lambda: b"".join(bytes(c) for c in response.streaming_content))()  # type: ignore[attr-defined]
+    async def send_rejection(
+        self, send: Send, response: HttpResponseBase, body: bytes | None, can_respond: bool
+    ) -> None:
+        """Send ``response`` (whose ``body`` was read already, or None for a plain response)
+        as the answer to the upgrade request."""
+        if body is None:
+            body = bytes(getattr(response, "content", b""))
+        if can_respond:
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status_code,
+                    "headers": rejection_headers(response.items(), response.cookies.values(), len(body)),
+                    # Not in the ASGI spec (it has no reason phrase); the daphne adapter uses it.
+                    "reason": response.reason_phrase,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        if not self._warned_no_response_extension:
+            self._warned_no_response_extension = True
+            logger.warning(
+                "This ASGI server cannot send HTTP responses to WebSocket upgrades; "
+                "rejections go out as 403. Use daphne with wsgroups.asgi or uvicorn."
+            )
+        await send({"type": "websocket.close"})
 
     async def serve(self, runtime: Runtime, sock: LocalSocket, receive: Receive) -> None:
         """Feed frames to the group's handlers until the socket ends, then run its disconnect handler."""
-        max_size = conf.MAX_MESSAGE_SIZE
+        max_size = runtime.max_message_size
         sock.app_task = asyncio.current_task()
         try:
             while True:

@@ -16,13 +16,14 @@ import logging
 import signal
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
+from django.core.signals import setting_changed
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -64,6 +65,7 @@ class LocalSocket:
 
     __slots__ = (
         "_pump_task",
+        "_pumping",
         "_send",
         "abandoned",
         "app_task",
@@ -105,6 +107,7 @@ class LocalSocket:
         #: True until the socket's registry row is written: the 101 and later frames wait.
         self.held = False
         self._pump_task: asyncio.Task[None] | None = None
+        self._pumping = False
         #: The ASGI app task serving this socket, and whether it was told to give up on it.
         self.app_task: asyncio.Task[Any] | None = None
         self.abandoned = False
@@ -153,7 +156,7 @@ class LocalSocket:
     def push(self, message: dict[str, Any]) -> None:
         if self.state != OPEN:
             return
-        if len(self.outbox) >= conf.OUTGOING_BUFFER:
+        if len(self.outbox) >= self.runtime.outgoing_buffer:
             self._overflow()
             return
         self.outbox.append(message)
@@ -226,22 +229,66 @@ class LocalSocket:
         self._kick()
 
     def _kick(self) -> None:
-        if self._pump_task is None and not self.held:
-            self._pump_task = self.loop.create_task(self._pump())
+        if self._pump_task is None and not self._pumping and not self.held:
+            self._drain()
 
-    async def _pump(self) -> None:
+    def _drain(self) -> None:
+        """Hand queued frames to the server in order.
+
+        The server's ``send`` coroutine is driven by hand: it normally finishes without
+        waiting, so a frame costs no task. Only when the server makes it wait (its write
+        buffer is full) does the rest continue in a task.
+        """
+        self._pumping = True
         try:
             while self.outbox:
                 message = self.outbox.popleft()
-                await self._send(message)
-                if message["type"] == "websocket.close":
+                coroutine = cast("Coroutine[Any, Any, None]", self._send(message))
+                try:
+                    waiting = coroutine.send(None)
+                except StopIteration:
+                    if message["type"] == "websocket.close":
+                        self.outbox.clear()
+                    continue
+                except Exception as exc:  # the peer vanished; the receive loop sees the disconnect
+                    logger.debug("WebSocket %s: send failed: %r", self.id, exc)
                     self.outbox.clear()
-        except Exception as exc:  # the peer vanished under us; the receive loop sees the disconnect
+                    return
+                self._pump_task = self.loop.create_task(self._resume(coroutine, waiting, message))
+                return
+        finally:
+            self._pumping = False
+
+    async def _resume(self, coroutine: Coroutine[Any, Any, None], waiting: Any, message: dict[str, Any]) -> None:
+        """Finish a ``send`` that had to wait, then go on draining."""
+        try:
+            while True:
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    # The coroutine already marked the future as awaited; we await it on its behalf.
+                    waiting._asyncio_future_blocking = False
+                    try:
+                        await waiting
+                    except Exception:  # the coroutine sees the outcome when resumed
+                        pass
+                try:
+                    waiting = coroutine.send(None)
+                except StopIteration:
+                    break
+            if message["type"] == "websocket.close":
+                self.outbox.clear()
+        except asyncio.CancelledError:
+            coroutine.close()
+            raise
+        except Exception as exc:
             logger.debug("WebSocket %s: send failed: %r", self.id, exc)
             self.outbox.clear()
+            return
         finally:
             if self._pump_task is asyncio.current_task():
                 self._pump_task = None
+        self._kick()
 
 
 def _frame(payload: str | bytes) -> dict[str, Any]:
@@ -275,6 +322,11 @@ class Runtime:
             "reaped": 0,
         }
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
+        self.upgrade_executor = ThreadPoolExecutor(
+            max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-upgrade"
+        )
+        self.read_settings()
+        setting_changed.connect(self._setting_changed)
         self.transport: Transport | None = None
         self.process_id: int | None = None
         self._block = 0
@@ -289,6 +341,15 @@ class Runtime:
         self._registry_wakeup = asyncio.Event()
         self.shutting_down = False
         self._previous_handlers: dict[int, Any] = {}
+
+    def read_settings(self) -> None:
+        """Copy the settings read per frame into attributes (``conf`` reads Django settings)."""
+        self.outgoing_buffer = conf.OUTGOING_BUFFER
+        self.max_message_size = conf.MAX_MESSAGE_SIZE
+
+    def _setting_changed(self, setting: str, **kwargs: Any) -> None:
+        if setting == "WSGROUPS":
+            self.read_settings()
 
     # --- start -------------------------------------------------------------------
 
