@@ -20,11 +20,15 @@ class BareConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     groups = [GROUP]
 
     async def connect(self) -> None:
+        # ``?store=0``: echo and churn address no socket from outside, so nothing is stored.
+        self.stored = b"store=0" not in self.scope.get("query_string", b"")
         await self.accept()
-        await async_client().sadd(BARE_KEY, self.channel_name)
+        if self.stored:
+            await async_client().sadd(BARE_KEY, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
-        await async_client().srem(BARE_KEY, self.channel_name)
+        if self.stored:
+            await async_client().srem(BARE_KEY, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is not None:

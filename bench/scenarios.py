@@ -33,6 +33,8 @@ NOT_AVAILABLE = "not available yet"
 #: File descriptors the client keeps free for everything but its connections.
 FD_RESERVE = 500
 PATHS = {"wsgroups": "/bench/ws", "bare": "/bare/ws"}
+#: For scenarios that address no socket from outside: nothing is stored on either side.
+PLAIN_PATHS = {target: f"{path}?store=0" for target, path in PATHS.items()}
 ID_KEYS = {"wsgroups": WSGROUPS_KEY, "bare": BARE_KEY}
 
 
@@ -320,7 +322,7 @@ async def echo(ctx: Context, target: str) -> list[Record]:
     """C connections each send M text frames one at a time and await the echo."""
     o = ctx.options
     async with _servers(ctx, target) as servers:
-        opened = await _open(ctx, [_url(servers[0], PATHS[target])], o.echo_connections)
+        opened = await _open(ctx, [_url(servers[0], PLAIN_PATHS[target])], o.echo_connections)
         try:
             result = await client.echo(opened.connections, o.echo_messages, o.size, o.timeout)
         finally:
@@ -339,7 +341,7 @@ async def churn(ctx: Context, target: str) -> list[Record]:
     """Open and close N connections, K at a time."""
     o = ctx.options
     async with _servers(ctx, target) as servers:
-        result = await client.churn(_url(servers[0], PATHS[target]), o.churn_connections, o.churn_concurrency)
+        result = await client.churn(_url(servers[0], PLAIN_PATHS[target]), o.churn_connections, o.churn_concurrency)
         values = {
             "connections/s": result.per_second,
             "failed connections": result.failures,

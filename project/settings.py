@@ -71,8 +71,13 @@ def _database() -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-        # Several processes share the file: wait for locks instead of failing.
-        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        # Several processes share the file: wait for locks instead of failing, and use the
+        # write-ahead log so readers never block the writer and commits stay cheap.
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
     }
 
 

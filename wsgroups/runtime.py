@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.core.signals import setting_changed
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from . import cluster
@@ -636,6 +636,11 @@ class Runtime:
 
 
 def _write_registry(process_id: int, opened: list[LocalSocket], closed: list[LocalSocket]) -> None:
+    with transaction.atomic():
+        _write_registry_rows(process_id, opened, closed)
+
+
+def _write_registry_rows(process_id: int, opened: list[LocalSocket], closed: list[LocalSocket]) -> None:
     from .models import Connection
 
     closed_ids = {sock.id for sock in closed}
@@ -660,20 +665,17 @@ def _write_registry(process_id: int, opened: list[LocalSocket], closed: list[Loc
         rows.append(row)
     if rows:
         Connection.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    # Closes share a few (code, reason) pairs: one UPDATE per pair, not a CASE per row.
     opened_ids = {sock.id for sock in opened}
-    updates = [
-        Connection(
-            id=sock.id,
-            state=Connection.State.CLOSED,
-            closed_at=now,
-            close_code=sock.close_code,
-            close_reason=sock.close_reason[:255],
-        )
-        for sock in closed
-        if sock.id not in opened_ids
-    ]
-    if updates:
-        Connection.objects.bulk_update(updates, ["state", "closed_at", "close_code", "close_reason"], batch_size=500)
+    by_outcome: dict[tuple[int | None, str], list[int]] = {}
+    for sock in closed:
+        if sock.id not in opened_ids:
+            by_outcome.setdefault((sock.close_code, sock.close_reason[:255]), []).append(sock.id)
+    for (code, reason), ids in by_outcome.items():
+        for start in range(0, len(ids), 500):
+            Connection.objects.filter(pk__in=ids[start : start + 500]).update(
+                state=Connection.State.CLOSED, closed_at=now, close_code=code, close_reason=reason
+            )
 
 
 _runtime: Runtime | None = None

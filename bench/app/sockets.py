@@ -7,6 +7,7 @@ from wsgroups import WebSocket, handle
 
 
 @handle.websocket("bench")
+@handle.websocket("bench-plain")
 def echo(message: str, ws: WebSocket) -> None:
     ws.send(message)
 

@@ -9,9 +9,16 @@ from wsgroups import HANDLED
 
 
 def bench_ws(request: HttpRequest) -> HttpResponse:
-    """Upgrade into group ``bench``; its ID joins the Redis set :data:`WSGROUPS_KEY`."""
+    """Upgrade into group ``bench``; its ID joins the Redis set :data:`WSGROUPS_KEY`.
+
+    With ``?store=0`` (echo and churn, which address no socket from outside) the socket
+    joins ``bench-plain`` instead and nothing is stored, as the baseline does then.
+    """
     if not request.websocket:  # type: ignore[attr-defined]
         return HttpResponse("WebSocket only.", status=400)
+    if request.GET.get("store") == "0":
+        request.websocket.send_upgrade("bench-plain")  # type: ignore[attr-defined]
+        return HANDLED
     ws = request.websocket.send_upgrade("bench")  # type: ignore[attr-defined]
     sync_client().sadd(WSGROUPS_KEY, ws.id)
     return HANDLED
