@@ -109,5 +109,6 @@ LOGGING = {
     "loggers": {
         "wsgroups": {"handlers": ["console"], "level": os.environ.get("WSGROUPS_LOG_LEVEL", "INFO")},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "django.channels.worker": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

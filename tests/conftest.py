@@ -119,6 +119,8 @@ def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
         ]
     if kind == "runserver":
         return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}", *extra_args]
+    if kind == "runworker":
+        return [sys.executable, "manage.py", "runworker", "wsgroups", *extra_args]
     raise ValueError(f"unknown server kind {kind!r}")
 
 
@@ -144,6 +146,15 @@ def start_server(
         )
     server = Server(kind, port, proc, log_path, events_path)
     deadline = time.monotonic() + 30
+    while kind == "runworker":
+        if proc.poll() is not None:
+            raise RuntimeError(f"runworker exited with {proc.returncode}:\n{server.log()}")
+        if "Running worker" in server.log():
+            return server
+        if time.monotonic() > deadline:
+            server.stop(signal.SIGKILL)
+            raise RuntimeError(f"runworker did not start:\n{server.log()}")
+        time.sleep(0.1)
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{kind} exited with {proc.returncode}:\n{server.log()}")

@@ -163,3 +163,35 @@ def test_a_client_that_stops_reading_is_closed_1013_with_bounded_memory(server_f
     assert row["close_code"] == 1013
     assert "outgoing buffer" in server.log()
     response.close()
+
+
+def test_worker_mode_runs_handlers_in_workers_in_order(server_factory) -> None:  # type: ignore[no-untyped-def]
+    workers = [server_factory("runworker") for _ in range(2)]
+    server = server_factory("daphne", extra_env={"WSGROUPS_TEST_HANDLER_MODE": "worker"})
+    worker_pids = {worker.process.pid for worker in workers}
+
+    async def one(count: int) -> tuple[int, list[dict[str, object]]]:
+        ws, socket_id = await _open(server, "where")
+        async with ws:
+            for i in range(count):
+                await ws.send(f"m{i}")
+            return socket_id, [json.loads(await asyncio.wait_for(ws.recv(), 20)) for _ in range(count)]
+
+    async def scenario() -> list[tuple[int, list[dict[str, object]]]]:
+        return list(await asyncio.gather(*(one(150) for _ in range(4))))
+
+    results = asyncio.run(scenario())
+    pids = set()
+    for _, replies in results:
+        assert [reply["message"] for reply in replies] == [f"m{i}" for i in range(150)]
+        pids |= {reply["pid"] for reply in replies}
+    assert pids <= worker_pids and server.process.pid not in pids
+    assert pids == worker_pids, "both workers should have taken handler calls"
+    ids = [socket_id for socket_id, _ in results]
+    deadline = time.monotonic() + 15
+    while True:
+        rows = [row for worker in workers for row in worker.events("disconnect")]
+        if {row["id"] for row in rows} >= set(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(row["id"] for row in rows if row["id"] in ids) == sorted(ids)

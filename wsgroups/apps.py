@@ -13,5 +13,7 @@ class WsgroupsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the checks
+        from .transport import install_layer_tuning
 
+        install_layer_tuning()
         autodiscover_modules("sockets")

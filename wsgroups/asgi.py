@@ -6,6 +6,8 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .transport import WORKER_CHANNEL
+
 __all__ = ["get_asgi_application"]
 
 Scope = MutableMapping[str, Any]
@@ -29,10 +31,13 @@ class ProtocolRouter:
             await self.websocket(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
+        elif kind == "channel" and scope.get("channel") == WORKER_CHANNEL:
+            await serve_worker(receive)
         else:
             raise ValueError(f"wsgroups cannot serve ASGI scope type {kind!r}")
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
+        """Answer startup at once; at shutdown close this process's sockets like SIGTERM does."""
         from .runtime import current_runtime
 
         while True:
@@ -45,6 +50,20 @@ class ProtocolRouter:
                     await runtime.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def serve_worker(receive: Receive) -> None:
+    """``manage.py runworker wsgroups``: run the handler calls servers send in worker mode."""
+    from .runtime import get_runtime
+
+    runtime = get_runtime()
+    await runtime.start(kind="worker")
+    if runtime.transport is None:
+        raise RuntimeError("runworker wsgroups needs a channel layer (CHANNEL_LAYERS)")
+    while True:
+        message = await receive()
+        if message.get("type") == "wsgroups.ops":
+            await runtime.transport.apply(message.get("ops") or [], message.get("reply_to") or "")
 
 
 def get_asgi_application() -> ProtocolRouter:

@@ -205,14 +205,16 @@ class WebSocketApplication:
                     sock.close(CloseCode.CANT_ACCEPT_DATA, fit_reason(resolution.missing_reason))
                     continue
                 runtime.touch_session(sock)
-                if not await runtime.run_handler(resolution.handler, WebSocket(sock.id), payload):
+                ws = WebSocket.restore(sock.id, sock.group, sock.session_key)
+                if not await runtime.call_handler(sock.group, "text" if is_text else "binary", ws, payload):
                     sock.close(CloseCode.UNEXPECTED_CONDITION, "server error in handler")
         finally:
             if sock.state == OPEN:  # cancelled (server stopping without our signal handler)
                 sock.close_code = sock.close_code or CloseCode.GOING_AWAY
             sock.state = CLOSED
             runtime.remove(sock)
-            disconnect = handle.disconnect_handler(sock.group)
-            if disconnect is not None and not sock.reaped:
-                await runtime.run_handler(disconnect, WebSocket.restore(sock.id, sock.group, sock.session_key))
+            if not sock.reaped and handle.disconnect_handler(sock.group) is not None:
+                await runtime.call_handler(
+                    sock.group, "disconnect", WebSocket.restore(sock.id, sock.group, sock.session_key)
+                )
             sock.closed.set()

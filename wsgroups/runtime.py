@@ -37,8 +37,11 @@ from .transport import (
     OP_BROADCAST,
     OP_CLOSE,
     OP_GROUP_CLOSE,
+    OP_HANDLE,
     OP_MEMBERS,
+    OP_REPLY,
     OP_SEND,
+    WORKER_CHANNEL,
     Transport,
     make_layer,
 )
@@ -329,6 +332,8 @@ class Runtime:
         setting_changed.connect(self._setting_changed)
         self.transport: Transport | None = None
         self.process_id: int | None = None
+        self.kind = "server"
+        self._background: set[asyncio.Task[Any]] = set()
         self._block = 0
         self._own_blocks: set[int] = set()
         self._sequence = MAX_SEQUENCE
@@ -353,8 +358,9 @@ class Runtime:
 
     # --- start -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Join the cluster once: channel, process row, heartbeats, registry writes."""
+    async def start(self, kind: str = "server") -> None:
+        """Join the cluster once as a ``kind`` process ("server" or "worker"): channel,
+        process row, heartbeats, registry writes."""
         if self._started:
             return
         async with self._start_lock:
@@ -373,7 +379,8 @@ class Runtime:
                 logger.warning(
                     "wsgroups: no channel layer %r; sockets are reachable only in-process", conf.CHANNEL_LAYER
                 )
-            self.process_id = await in_thread(cluster.register_process)("server", channel_name)
+            self.kind = kind
+            self.process_id = await in_thread(cluster.register_process)(kind, channel_name)
             self._tasks.append(self.loop.create_task(self._heartbeat_loop()))
             self._tasks.append(self.loop.create_task(self._registry_loop()))
             self._started = True
@@ -457,7 +464,7 @@ class Runtime:
             sock.close(code, reason)
         return len(members)
 
-    async def apply_ops(self, ops: list[list[Any]]) -> list[list[Any]]:
+    async def apply_ops(self, ops: list[list[Any]], reply_to: str) -> list[list[Any]]:
         """Apply a batch from another process (see :mod:`wsgroups.transport`); return answers."""
         results: list[list[Any]] = []
         sockets = self.sockets
@@ -479,11 +486,66 @@ class Runtime:
                 results.append([op[2], [i for i in op[1] if (s := sockets.get(i)) is not None and s.is_open]])
             elif kind == OP_MEMBERS:
                 results.append([op[2], [sock.id for sock in self.members(op[1])]])
+            elif kind == OP_HANDLE:
+                _, group, handler_kind, socket_id, payload, session_key, token = op
+                task = self.loop.create_task(
+                    self._handle_for_server(group, handler_kind, socket_id, payload, session_key, token, reply_to)
+                )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             else:
                 logger.error("wsgroups: unknown operation %r from another process", kind)
         return results
 
     # --- handlers -------------------------------------------------------------
+
+    async def call_handler(self, group: str, kind: str, ws: Any, *args: Any) -> bool:
+        """Run ``group``'s ``kind`` handler ("text", "binary" or "disconnect") for ``ws``:
+        here, or on a ``runworker wsgroups`` process when ``HANDLER_MODE`` is "worker".
+        Returns False if it raised."""
+        if conf.HANDLER_MODE == "worker" and self.transport is not None and self.kind == "server":
+            return await self._call_on_worker(group, kind, ws, *args)
+        from .handlers import handle
+
+        handler = (
+            handle.disconnect_handler(group) if kind == "disconnect" else handle.resolve(group, kind == "text").handler
+        )
+        return True if handler is None else await self.run_handler(handler, ws, *args)
+
+    async def _call_on_worker(self, group: str, kind: str, ws: Any, *args: Any) -> bool:
+        """Hand the call to a worker and wait for it: the socket's next frame waits too, so
+        calls for one socket stay one at a time and in order, whichever worker takes them."""
+        assert self.transport is not None
+        transport = self.transport
+        token, future = transport.future()
+        session_key = ws.session_key_hint()
+        transport.submit(WORKER_CHANNEL, [OP_HANDLE, group, kind, ws.id, args[0] if args else None, session_key, token])
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=conf.QUERY_TIMEOUT)
+                if done:
+                    return bool(future.result())
+                workers = [p for p in (await transport.directory.live()).values() if p.kind == "worker"]
+                if not workers:
+                    logger.error("wsgroups: HANDLER_MODE is 'worker' but no 'runworker wsgroups' process is alive")
+                    return False
+        finally:
+            transport.discard(token)
+
+    async def _handle_for_server(
+        self, group: str, kind: str, socket_id: int, payload: Any, session_key: str | None, token: int, reply_to: str
+    ) -> None:
+        """In a worker: run a handler a server asked for, then answer behind its sends."""
+        from .websocket import WebSocket
+
+        if self.transport is not None and not await self.transport.claim(f"{reply_to}:{token}"):
+            return  # a second delivery of a call another worker took
+
+        ws = WebSocket.restore(socket_id, group, session_key)
+        args = () if kind == "disconnect" else (payload,)
+        ok = await self.call_handler(group, kind, ws, *args)
+        if self.transport is not None and reply_to:
+            self.transport.submit(reply_to, [OP_REPLY, token, ok])
 
     async def run_handler(self, handler: Handler, ws: Any, *args: Any) -> bool:
         """Run one handler with ``WebSocket.current`` set; log and return False if it raised."""
@@ -541,17 +603,14 @@ class Runtime:
             sock.close(CloseCode.TRY_AGAIN_LATER, "server lost contact with its cluster; reconnect")
         channel_name = self.transport.channel_name if self.transport is not None else ""
         async with self._id_lock:
-            self.process_id = await in_thread(cluster.register_process)("server", channel_name)
+            self.process_id = await in_thread(cluster.register_process)(self.kind, channel_name)
             self._sequence = MAX_SEQUENCE
 
     async def _reaped_disconnect(self, socket_id: int, group: str, session_key: str) -> None:
-        from .handlers import handle
         from .websocket import WebSocket
 
         self.stats["reaped"] += 1
-        handler = handle.disconnect_handler(group)
-        if handler is not None:
-            await self.run_handler(handler, WebSocket.restore(socket_id, group, session_key or None))
+        await self.call_handler(group, "disconnect", WebSocket.restore(socket_id, group, session_key or None))
 
     async def _registry_loop(self) -> None:
         while True:

@@ -39,7 +39,9 @@ __all__ = [
     "OP_GROUP_CLOSE",
     "OP_HANDLE",
     "OP_MEMBERS",
+    "OP_REPLY",
     "OP_SEND",
+    "WORKER_CHANNEL",
     "Transport",
     "get_transport",
     "make_layer",
@@ -55,7 +57,11 @@ OP_BROADCAST = "b"  # ["b", group, payload, excluded_ids, token] → count
 OP_GROUP_CLOSE = "g"  # ["g", group, code, reason, token] → count
 OP_ALIVE = "a"  # ["a", ids, token] → the ids that are open
 OP_MEMBERS = "m"  # ["m", group, token] → ids of the group's open sockets
-OP_HANDLE = "h"  # ["h", group, kind, id, payload, session_key, token] → error text or None
+OP_HANDLE = "h"  # ["h", group, kind, id, payload, session_key, token] → True if the handler succeeded
+OP_REPLY = "r"  # ["r", token, result]: an answer queued behind the sender's earlier ops
+
+#: The channel ``manage.py runworker wsgroups`` serves: handler calls in worker mode.
+WORKER_CHANNEL = "wsgroups"
 
 #: Largest number of ops, and about the most payload bytes, in one channel-layer message.
 MAX_BATCH = 5000
@@ -63,29 +69,48 @@ MAX_BATCH_BYTES = 512 * 1024
 #: Ops queued and not yet handed to the layer before ``submit`` refuses more.
 MAX_PENDING = 200_000
 
-OpsHandler = Callable[[list[list[Any]]], Awaitable[list[list[Any]]]]
+OpsHandler = Callable[[list[list[Any]], str], Awaitable[list[list[Any]]]]
 Destination = int | str  # an ID block (resolved through the directory) or a channel name
 
 
-def make_layer(alias: str) -> Any:
-    """A private instance of the configured channel layer, tuned for long blocking reads.
+def tune_layer(layer: Any) -> Any:
+    """Make a channels_redis layer survive quiet periods.
 
     redis-py's read timeout defaults to channels_redis's 5 s blocking-read timeout, so a
-    quiet reader times out, and a message popped just then is lost. Our instance gets a
-    longer read timeout and a short connect timeout (so an outage is noticed quickly),
-    unless the configuration sets them.
+    reader with nothing to read fails after 5 s (channels_redis issue 422) and a message
+    popped just then is lost. The layer's connections get a longer read timeout and a
+    short connect timeout (so an outage is noticed quickly), unless configured.
     """
-    from channels.layers import channel_layers
-
-    if alias not in channel_layers.configs:
-        raise TransportError(f"CHANNEL_LAYERS has no {alias!r} layer; wsgroups cannot reach other processes")
-    layer = channel_layers.make_backend(alias)
     brpop_timeout = getattr(layer, "brpop_timeout", None)
     for host in getattr(layer, "hosts", None) or ():
         if isinstance(host, dict) and brpop_timeout is not None:
             host.setdefault("socket_timeout", brpop_timeout + 10)
             host.setdefault("socket_connect_timeout", 2)
     return layer
+
+
+def install_layer_tuning() -> None:
+    """Tune every layer Channels builds in this process (consumers and ``runworker`` too)."""
+    from channels.layers import channel_layers
+
+    if getattr(channel_layers, "_wsgroups_tuned", False):
+        return
+    make_backend = channel_layers.make_backend
+
+    def make_tuned_backend(name: str) -> Any:
+        return tune_layer(make_backend(name))
+
+    channel_layers.make_backend = make_tuned_backend
+    channel_layers._wsgroups_tuned = True
+
+
+def make_layer(alias: str) -> Any:
+    """A private, tuned instance of the configured channel layer."""
+    from channels.layers import channel_layers
+
+    if alias not in channel_layers.configs:
+        raise TransportError(f"CHANNEL_LAYERS has no {alias!r} layer; wsgroups cannot reach other processes")
+    return tune_layer(channel_layers.make_backend(alias))
 
 
 class Transport:
@@ -164,9 +189,7 @@ class Transport:
 
     async def request(self, channel: str, op: list[Any]) -> Any:
         """Send ``op`` (without its token) to ``channel`` and return the answer."""
-        token = next(self._tokens)
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._futures[token] = future
+        token, future = self.future()
         try:
             self.submit(channel, [*op, token])
             async with asyncio.timeout(conf.QUERY_TIMEOUT):
@@ -240,7 +263,7 @@ class Transport:
 
     async def _deliver(self, channel: str, ops: list[list[Any]]) -> None:
         if channel == self.channel_name and self.on_ops is not None:
-            self._answer(await self.on_ops(ops))
+            await self.apply(ops, self.channel_name)
             return
         message = {"type": "wsgroups.ops", "ops": ops, "reply_to": self.channel_name}
         if await self.send_message(channel, message):
@@ -322,16 +345,59 @@ class Transport:
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "wsgroups.ops":
-            ops = message.get("ops") or []
-            self.stats["ops_in"] += len(ops)
-            if self.on_ops is None:
-                return
-            results = await self.on_ops(ops)
-            reply_to = message.get("reply_to")
-            if results and reply_to:
-                await self.send_message(reply_to, {"type": "wsgroups.reply", "results": results})
+            await self.apply(message.get("ops") or [], message.get("reply_to") or "")
         elif kind == "wsgroups.reply":
             self._answer(message.get("results") or [])
+
+    async def apply(self, ops: list[list[Any]], reply_to: str) -> None:
+        """Apply a batch addressed to this process, in order, and answer what asks for it.
+
+        Replies that travelled as ops (:data:`OP_REPLY`) are resolved where they stand,
+        after the ops queued before them have been applied.
+        """
+        self.stats["ops_in"] += len(ops)
+        start = 0
+        for index, op in enumerate([*ops, None]):
+            if op is not None and op[0] != OP_REPLY:
+                continue
+            if index > start and self.on_ops is not None:
+                results = await self.on_ops(ops[start:index], reply_to)
+                if results and reply_to:
+                    if reply_to == self.channel_name:
+                        self._answer(results)
+                    else:
+                        await self.send_message(reply_to, {"type": "wsgroups.reply", "results": results})
+            if op is not None:
+                self._resolve(op[1], op[2])
+            start = index + 1
+
+    async def claim(self, key: str) -> bool:
+        """True for the first caller with ``key`` in the whole cluster (for 60 s).
+
+        A message on a channel that several processes receive (the workers' channel) can
+        be delivered twice: channels_redis puts a message taken by one receiver back for
+        another when that one starts receiving. Claims make each handler call run once.
+        """
+        connection = getattr(self.layer, "connection", None)
+        if connection is None:
+            return True
+        name = f"{getattr(self.layer, 'prefix', 'asgi')}:wsgroups:claim:{key}"
+        try:
+            client = connection(self.layer.consistent_hash(name))
+            return bool(await client.set(name, b"1", nx=True, ex=60))
+        except Exception as exc:
+            logger.warning("wsgroups transport: could not claim %s (%r); running it anyway", key, exc)
+            return True
+
+    def future(self) -> tuple[int, asyncio.Future[Any]]:
+        """A token and the future its answer will resolve (forget it with :meth:`discard`)."""
+        token = next(self._tokens)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._futures[token] = future
+        return token, future
+
+    def discard(self, token: int) -> None:
+        self._futures.pop(token, None)
 
     def _answer(self, results: list[list[Any]]) -> None:
         for token, result in results:

@@ -122,6 +122,13 @@ class WebSocket:
     def id(self) -> int:
         return self._id
 
+    def session_key_hint(self) -> str | None:
+        """The attached session's key if known without a database query."""
+        if self._session_key is not _UNSET:
+            return self._session_key
+        sock = self._local()
+        return sock.session_key if sock is not None else None
+
     def __int__(self) -> int:
         return self._id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import time
 
@@ -80,3 +81,15 @@ async def room_echo(message: str, ws: WebSocket) -> None:
 @handle.websocket_disconnect("room")
 def room_gone(ws: WebSocket) -> None:
     record("disconnect", id=ws.id, group="room")
+
+
+@handle.websocket("where")
+def where(message: str, ws: WebSocket) -> None:
+    """Reply with the message and the pid of the process that ran the handler."""
+    time.sleep(0.002)
+    ws.send(json.dumps({"message": message, "pid": os.getpid()}))
+
+
+@handle.websocket_disconnect("where")
+def where_gone(ws: WebSocket) -> None:
+    record("disconnect", id=ws.id, group="where")
