@@ -195,3 +195,82 @@ def test_worker_mode_runs_handlers_in_workers_in_order(server_factory) -> None: 
             break
         time.sleep(0.1)
     assert sorted(row["id"] for row in rows if row["id"] in ids) == sorted(ids)
+
+
+def test_servers_survive_a_redis_restart_and_recover(base_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import urllib.request
+
+    from .conftest import run_ctl, start_server
+    from .services import _redis_binary, free_port, redis_answers
+
+    port = free_port()
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not redis_answers("127.0.0.1", port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return proc
+
+    redis = start_redis()
+    env = {**base_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    servers = [start_server(kind, env, tmp_path) for kind in ("daphne", "uvicorn")]
+
+    def view(server: Server, path: str) -> dict[str, object]:
+        return dict(json.loads(urllib.request.urlopen(f"{server.http}{path}", timeout=30).read()))
+
+    async def scenario() -> None:
+        a, a_id = await _open(servers[0])
+        b, b_id = await _open(servers[1])
+        assert view(servers[1], f"/send/{a_id}?text=before") == {"sent": True}
+        assert await asyncio.wait_for(a.recv(), 10) == "before"
+
+        redis.terminate()
+        redis.wait(10)
+        await asyncio.sleep(2)
+        # Local sockets keep working while Redis is away ...
+        for ws, text in ((a, "local a"), (b, "local b")):
+            await ws.send(text)
+            assert await asyncio.wait_for(ws.recv(), 10) == text
+        # ... and a send to another process fails fast with a clear error instead of hanging.
+        started = time.monotonic()
+        outage = await asyncio.to_thread(view, servers[1], f"/send/{a_id}?text=lost")
+        assert outage["error"] == "TransportError", outage
+        assert time.monotonic() - started < 5
+        failed = await asyncio.to_thread(run_ctl, env, "send", str(a_id), "x")
+        assert failed["error"] == "TransportError", failed
+
+        restarted = start_redis()
+        try:
+            back_at = time.monotonic()
+            while True:
+                answer = await asyncio.to_thread(view, servers[1], f"/send/{a_id}?text=after")
+                if answer == {"sent": True}:
+                    break
+                assert time.monotonic() - back_at < 5, f"not recovered within 5s: {answer}"
+                await asyncio.sleep(0.2)
+            assert await asyncio.wait_for(a.recv(), 10) == "after"
+            assert await asyncio.to_thread(run_ctl, env, "send", str(b_id), "from a new process") is True
+            assert await asyncio.wait_for(b.recv(), 10) == "from a new process"
+            await a.close()
+            await b.close()
+        finally:
+            restarted.terminate()
+            restarted.wait(10)
+
+    try:
+        asyncio.run(scenario())
+        for server in servers:
+            assert server.process.poll() is None, server.log()[-2000:]
+            assert "MaxConnectionsError" not in server.log()
+    finally:
+        for server in servers:
+            server.stop(signal.SIGKILL, timeout=5)
+        if redis.poll() is None:
+            redis.kill()

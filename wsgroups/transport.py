@@ -137,6 +137,9 @@ class Transport:
 
     async def start(self) -> None:
         self.channel_name = await self.layer.new_channel("wsgroups")
+        # Until Redis has answered once, sends fail fast instead of queueing into the void.
+        self.healthy = False
+        await self._probe()
         self._tasks.append(self.loop.create_task(self._receive_loop()))
 
     async def stop(self) -> None:
@@ -328,8 +331,11 @@ class Transport:
                 logger.exception("wsgroups transport: could not apply %s", message.get("type"))
 
     async def _probe(self) -> None:
+        """Ask Redis whether it is there (layers without Redis connections count as healthy)."""
+        connection = getattr(self.layer, "connection", None)
         try:
-            await self.layer.connection(0).ping()
+            if connection is not None:
+                await connection(0).ping()
         except Exception:
             return
         self._set_healthy(True)
@@ -338,7 +344,7 @@ class Transport:
         if healthy != self.healthy:
             self.healthy = healthy
             if healthy:
-                logger.warning("wsgroups transport: the channel layer is reachable again")
+                logger.info("wsgroups transport: the channel layer is reachable")
             else:
                 logger.error("wsgroups transport: the channel layer is unreachable")
 

@@ -13,5 +13,6 @@ urlpatterns = [
     path("session-socket", views.session_socket),
     path("broadcast/<str:group>", views.broadcast),
     path("disconnect/<str:group>", views.disconnect_group),
+    path("send/<int:socket_id>", views.send_to),
     path("", include("project.urls")),
 ]

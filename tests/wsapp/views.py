@@ -7,8 +7,8 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from wsgroups import HANDLED, Group, active_websocket
-from wsgroups.exceptions import UpgradeError
+from wsgroups import HANDLED, Group, WebSocket, active_websocket
+from wsgroups.exceptions import TransportError, UpgradeError
 
 
 def upgrade(request: HttpRequest, group: str) -> HttpResponse:
@@ -67,6 +67,13 @@ def session_socket(request: HttpRequest) -> HttpResponse:
 def broadcast(request: HttpRequest, group: str) -> HttpResponse:
     count = Group(group).broadcast(request.GET.get("text", "ping"))
     return JsonResponse({"sent": count, "members": len(Group(group).sockets())})
+
+
+def send_to(request: HttpRequest, socket_id: int) -> HttpResponse:
+    try:
+        return JsonResponse({"sent": WebSocket(socket_id).send(request.GET.get("text", "hello"))})
+    except TransportError as exc:
+        return JsonResponse({"error": "TransportError", "message": str(exc)})
 
 
 def disconnect_group(request: HttpRequest, group: str) -> HttpResponse:
