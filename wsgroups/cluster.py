@@ -177,11 +177,15 @@ class Directory:
 
     def cached_verdict(self, block: int) -> bool | None:
         """From the cache alone: True if ``block``'s sockets are surely dead, False if its owner
-        looked alive at the last read, None if the block has not been looked up yet."""
+        looked alive at a recent read, None if that is not known (look it up, then ask again)."""
         if block not in self._blocks:
             return None
         owner = self._blocks[block]
-        return owner is None or owner.id not in self._live
+        if owner is None:
+            return True  # no process ever held this block
+        if time.monotonic() - self._live_read_at > DIRECTORY_TTL:
+            return None
+        return owner.id not in self._live
 
     @staticmethod
     def _read_live() -> dict[int, ProcessInfo]:

@@ -87,7 +87,8 @@ def room_gone(ws: WebSocket) -> None:
 def where(message: str, ws: WebSocket) -> None:
     """Reply with the message and the pid of the process that ran the handler."""
     time.sleep(0.002)
-    ws.send(json.dumps({"message": message, "pid": os.getpid()}))
+    if not ws.send(json.dumps({"message": message, "pid": os.getpid()})):
+        record("send_refused", id=ws.id, message=message)
 
 
 @handle.websocket_disconnect("where")
