@@ -30,6 +30,7 @@ __all__ = [
     "allocate_block",
     "heartbeat",
     "in_thread",
+    "live_cutoff",
     "prune_closed_connections",
     "reap_dead_processes",
     "register_process",
@@ -64,7 +65,8 @@ def in_thread(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     return sync_to_async(run, thread_sensitive=False)
 
 
-def _live_cutoff() -> datetime:
+def live_cutoff() -> datetime:
+    """Processes with an older heartbeat are dead."""
     return timezone.now() - timedelta(seconds=conf.PROCESS_TIMEOUT)
 
 
@@ -108,7 +110,7 @@ def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
 
     now = timezone.now()
     dead = list(
-        Process.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=_live_cutoff())
+        Process.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=live_cutoff())
         .exclude(pk=reaper_id)
         .values_list("pk", flat=True)
     )
@@ -191,7 +193,7 @@ class Directory:
     def _read_live() -> dict[int, ProcessInfo]:
         from .models import Process
 
-        rows = Process.objects.filter(stopped_at__isnull=True, heartbeat_at__gte=_live_cutoff()).values_list(
+        rows = Process.objects.filter(stopped_at__isnull=True, heartbeat_at__gte=live_cutoff()).values_list(
             "pk", "channel_name", "kind"
         )
         return {pk: ProcessInfo(pk, channel, kind) for pk, channel, kind in rows}

@@ -1,0 +1,218 @@
+"""``manage.py wsbroadcast`` against real servers, on SQLite and (when reachable) PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from .conftest import ROOT, Server, start_server
+
+pytestmark = pytest.mark.e2e
+
+
+def _postgres_url() -> str | None:
+    """A fresh PostgreSQL database for this run, or None when no server is reachable."""
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        return os.environ["DATABASE_URL"]
+    try:
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+            name = f"wsgroups_test_{os.getpid()}"
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception:
+        return None
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_env(request: pytest.FixtureRequest, base_env: dict[str, str]) -> dict[str, str]:
+    if request.param == "sqlite":
+        return base_env
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 and no DATABASE_URL")
+    env = {**base_env, "DATABASE_URL": url}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    return env
+
+
+@pytest.fixture
+def bcast_server(database_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    server = start_server("daphne", database_env, tmp_path)
+    yield server
+    server.stop(signal.SIGKILL, timeout=5)
+
+
+def _wsbroadcast(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "wsbroadcast", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _manage(env: dict[str, str], code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _subscribe(env: dict[str, str], ids: list[int]) -> None:
+    _manage(
+        env,
+        "from wsgroups.models import BroadcastSubscription as S; "
+        f"S.objects.bulk_create([S(websocket_id=i) for i in {ids!r}])",
+    )
+
+
+def _counts(env: dict[str, str]) -> dict[int, int]:
+    out = _manage(
+        env,
+        "import json; from wsgroups.models import BroadcastSubscription as S; "
+        "print(json.dumps(dict(S.objects.values_list('websocket_id', 'num_broadcasted'))))",
+    )
+    return {int(k): v for k, v in json.loads(out.splitlines()[-1]).items()}
+
+
+async def _open(server: Server) -> tuple[ClientConnection, int]:
+    ws = await connect(f"{server.url}/ws/room")
+    return ws, int(json.loads(await ws.recv())["id"])
+
+
+async def _drain(ws: ClientConnection, timeout: float) -> tuple[list[object], int | None]:
+    frames: list[object] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                frames.append(await ws.recv())
+    except ConnectionClosed as exc:
+        return frames, exc.rcvd.code if exc.rcvd else None
+    except TimeoutError:
+        return frames, None
+
+
+def test_subscriber_gets_limit_messages_then_a_normal_close_and_its_row_goes(
+    bcast_server: Server, database_env: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        ws, socket_id = await _open(bcast_server)
+        await asyncio.sleep(0.1)
+        await asyncio.to_thread(_subscribe, database_env, [socket_id])
+        proc = _wsbroadcast(database_env, "--interval", "0.3", "--limit", "4")
+        started = time.monotonic()
+        frames, code = await _drain(ws, 15)
+        elapsed = time.monotonic() - started
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert frames == [f"Broadcasting id: {socket_id}"] * 4
+        assert code == 1000
+        assert 0.9 <= elapsed < 6, elapsed  # four sends 0.3 s apart, then the close
+        assert socket_id not in await asyncio.to_thread(_counts, database_env)
+        assert "sent 1, disconnected 0, pruned 0" in out
+
+    asyncio.run(scenario())
+
+
+def test_dead_sockets_are_pruned_not_sent_to(bcast_server: Server, database_env: dict[str, str]) -> None:
+    async def scenario() -> None:
+        ws, socket_id = await _open(bcast_server)
+        await ws.close()
+        await asyncio.sleep(0.5)
+        _manage(
+            database_env,
+            "from datetime import timedelta; from django.utils import timezone; "
+            "from wsgroups.models import BroadcastSubscription as S; "
+            f"S.objects.create(websocket_id={socket_id}); "
+            f"S.objects.filter(websocket_id={socket_id}).update(created_at=timezone.now() - timedelta(seconds=60))",
+        )
+        proc = _wsbroadcast(database_env, "--once")
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "sent 0, disconnected 0, pruned 1" in out
+        assert socket_id not in _counts(database_env)
+
+    asyncio.run(scenario())
+
+
+def test_two_broadcasters_started_together_send_each_message_once(
+    bcast_server: Server, database_env: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        sockets = [await _open(bcast_server) for _ in range(3)]
+        await asyncio.to_thread(_subscribe, database_env, [socket_id for _, socket_id in sockets])
+        procs = [_wsbroadcast(database_env, "--interval", "0.3", "--limit", "5") for _ in range(2)]
+        results = await asyncio.gather(*(_drain(ws, 20) for ws, _ in sockets))
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=20)[0] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], outputs
+        for (frames, code), (_, socket_id) in zip(results, sockets, strict=True):
+            assert frames == [f"Broadcasting id: {socket_id}"] * 5
+            assert code == 1000
+        assert any("standing by" in out for out in outputs), outputs
+
+    asyncio.run(scenario())
+
+
+def test_sigint_mid_run_leaves_counts_consistent(bcast_server: Server, database_env: dict[str, str]) -> None:
+    async def scenario() -> None:
+        ws, socket_id = await _open(bcast_server)
+        await asyncio.to_thread(_subscribe, database_env, [socket_id])
+        proc = _wsbroadcast(database_env, "--interval", "0.2", "--limit", "1000")
+        frames: list[object] = []
+        async with asyncio.timeout(20):
+            while len(frames) < 5:
+                frames.append(await ws.recv())
+        proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.to_thread(proc.communicate, None, 20)
+        assert proc.returncode == 0, out
+        more, _ = await _drain(ws, 1.0)
+        received = len(frames) + len(more)
+        assert _counts(database_env)[socket_id] == received
+        assert set(frames + more) == {f"Broadcasting id: {socket_id}"}
+        await ws.close()
+
+    asyncio.run(scenario())
+
+
+def test_bad_arguments_are_command_errors(database_env: dict[str, str]) -> None:
+    for args, text in (
+        (["--message", "{nope}"], "only {id}"),
+        (["--interval", "0"], "--interval"),
+        (["--limit", "0"], "limit"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "manage.py", "wsbroadcast", "--once", *args],
+            cwd=ROOT,
+            env=database_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert "CommandError" in done.stderr or text in done.stderr, done.stderr
+        assert text in done.stderr
