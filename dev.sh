@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ./dev.sh demo   set up .venv, migrate, run the demo under daphne on 127.0.0.1:8000
-# ./dev.sh test   set up .venv, run ruff, mypy and the whole test suite (extra args go to pytest)
+# ./dev.sh demo   set up .venv, then run the whole demo: two daphne servers (8000, 8001),
+#                 runworker and wsbroadcast on an embedded Redis (or REDIS_URL); Ctrl-C stops all
+# ./dev.sh test   set up .venv (and Chromium), run ruff, mypy and the whole test suite (extra args go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,12 +18,16 @@ shift || true
 case "$command" in
   demo)
     setup
-    .venv/bin/python manage.py migrate --noinput
-    echo "wsgroups demo: http://127.0.0.1:8000/wstest (WebSocket), http://127.0.0.1:8000/admin/"
-    exec .venv/bin/daphne -b 127.0.0.1 -p 8000 project.asgi:application
+    exec .venv/bin/python manage.py demo "$@"
     ;;
   test)
     setup
+    # The browser tests drive Debian's Chromium (a test tool may not download its own).
+    if ! command -v chromium >/dev/null 2>&1; then
+      if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    fi
     .venv/bin/ruff check .
     .venv/bin/mypy
     exec .venv/bin/python -m pytest "$@"

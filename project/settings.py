@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "channels",
     "wsgroups",
     "project.demo",
+    "project.chat",
 ]
 
 MIDDLEWARE = [
@@ -93,6 +94,9 @@ CHANNEL_LAYERS = {
 }
 
 WSGROUPS: dict[str, object] = {}
+
+#: Longest chat message, in characters.
+CHAT_MAX_MESSAGE_LENGTH = 500
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"
