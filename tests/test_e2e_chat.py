@@ -139,7 +139,9 @@ def _join(page: object, url: str, nickname: str, room: str) -> str:
     page.fill("#nickname", nickname)  # type: ignore[attr-defined]
     page.fill("#room", room)  # type: ignore[attr-defined]
     page.click("#join")  # type: ignore[attr-defined]
-    page.wait_for_function("document.getElementById('my-id').textContent !== '–'")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "document.getElementById('my-id').textContent !== '\\u2013'"  # the page's placeholder: an en dash
+    )
     return str(page.text_content("#my-id"))  # type: ignore[attr-defined]
 
 

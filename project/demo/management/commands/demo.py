@@ -46,7 +46,8 @@ class Command(BaseCommand):
                 [
                     "",
                     "wsgroups demo is running (Ctrl-C stops everything):",
-                    f"  chat        http://{host}:{ports[0]}/   and   http://{host}:{ports[1]}/  (two server processes)",
+                    f"  chat        http://{host}:{ports[0]}/   and   http://{host}:{ports[1]}/",
+                    "              (two server processes: chat across them in two tabs)",
                     f"  /wstest     ws://{host}:{ports[0]}/wstest",
                     f"  admin       http://{host}:{ports[0]}/admin/   user: demo   password: {password}",
                     f"  Redis       {env['REDIS_URL']}",
