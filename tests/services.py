@@ -40,12 +40,8 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
 
 
-@functools.cache
-def redis_service() -> RedisServer:
-    """The machine's Redis at 127.0.0.1:6379 if it answers, else a private one on a free port."""
-    if redis_answers("127.0.0.1", 6379):
-        return RedisServer("redis://127.0.0.1:6379/14")
-    port = free_port()
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A private redis-server on ``port`` (loopback only, nothing on disk), once it answers."""
     proc = subprocess.Popen(
         [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -55,6 +51,15 @@ def redis_service() -> RedisServer:
     while not redis_answers("127.0.0.1", port):
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("could not start redis-server for the tests")
+            raise RuntimeError(f"could not start redis-server on port {port}")
         time.sleep(0.05)
-    return RedisServer(f"redis://127.0.0.1:{port}/14", proc)
+    return proc
+
+
+@functools.cache
+def redis_service() -> RedisServer:
+    """The machine's Redis at 127.0.0.1:6379 if it answers, else a private one on a free port."""
+    if redis_answers("127.0.0.1", 6379):
+        return RedisServer("redis://127.0.0.1:6379/14")
+    port = free_port()
+    return RedisServer(f"redis://127.0.0.1:{port}/14", start_redis(port))

@@ -140,7 +140,7 @@ def _rss_kib(pid: int) -> int:
 @pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
 def test_a_client_that_stops_reading_is_closed_1013_with_bounded_memory(server_factory, base_env, kind: str) -> None:  # type: ignore[no-untyped-def]
     from .conftest import run_ctl
-    from .wsclient import raw_handshake
+    from .wsclient import first_text_frame, raw_handshake
 
     server = server_factory(
         kind, extra_env={"WSGROUPS_TEST_OUTGOING_BUFFER": "1000", "WSGROUPS_TEST_CLOSE_TIMEOUT": "1"}
@@ -148,10 +148,7 @@ def test_a_client_that_stops_reading_is_closed_1013_with_bounded_memory(server_f
     response = raw_handshake(server.port, "/ws/echo")
     assert response.status == 101
     response.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 4096)
-    data = response.body
-    while len(data) < 2 or len(data) < 2 + data[1]:
-        data += response.sock.recv(4096)
-    socket_id = int(json.loads(data[2 : 2 + data[1]])["id"])
+    socket_id = int(json.loads(first_text_frame(response))["id"])
     rss_before = _rss_kib(server.process.pid)
     # 40 MB for a client that never reads again.
     assert run_ctl(base_env, "send", str(socket_id), "x", "--repeat", "2000", "--count", "20000", timeout=120) is True
@@ -198,27 +195,13 @@ def test_worker_mode_runs_handlers_in_workers_in_order(server_factory) -> None: 
 
 
 def test_servers_survive_a_redis_restart_and_recover(base_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import subprocess
     import urllib.request
 
     from .conftest import run_ctl, start_server
-    from .services import _redis_binary, free_port, redis_answers
+    from .services import free_port, start_redis
 
     port = free_port()
-
-    def start_redis() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not redis_answers("127.0.0.1", port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        return proc
-
-    redis = start_redis()
+    redis = start_redis(port)
     env = {**base_env, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     servers = [start_server(kind, env, tmp_path) for kind in ("daphne", "uvicorn")]
 
@@ -246,7 +229,7 @@ def test_servers_survive_a_redis_restart_and_recover(base_env, tmp_path) -> None
         failed = await asyncio.to_thread(run_ctl, env, "send", str(a_id), "x")
         assert failed["error"] == "TransportError", failed
 
-        restarted = start_redis()
+        restarted = start_redis(port)
         try:
             back_at = time.monotonic()
             while True:
@@ -274,3 +257,43 @@ def test_servers_survive_a_redis_restart_and_recover(base_env, tmp_path) -> None
             server.stop(signal.SIGKILL, timeout=5)
         if redis.poll() is None:
             redis.kill()
+
+
+def test_wsstatus_reports_live_servers_sockets_and_message_rates(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    async def scenario() -> dict[str, object]:
+        ws, _ = await _open(cluster.servers[0], "room")
+        async with ws:
+            stop = time.monotonic() + 4
+
+            async def chatter() -> None:
+                while time.monotonic() < stop:
+                    await ws.send("tick")
+                    await ws.recv()
+                    await asyncio.sleep(0.005)
+
+            traffic = asyncio.create_task(chatter())
+            await asyncio.sleep(2.5)  # at least one heartbeat interval of traffic
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "manage.py", "wsstatus", "--json"],
+                cwd=ROOT,
+                env=cluster.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            await traffic
+            assert done.returncode == 0, done.stderr
+            return dict(json.loads(done.stdout))
+
+    status = asyncio.run(scenario())
+    servers = {p["pid"]: p for p in status["processes"] if p["live"]}  # type: ignore[attr-defined]
+    busy = servers[cluster.servers[0].process.pid]
+    assert busy["sockets"] >= 1 and busy["messages_in_per_s"] > 10 and busy["messages_out_per_s"] > 10
+    assert status["groups"].get("room", 0) >= 1  # type: ignore[attr-defined]
+    assert status["messages_in_per_s"] >= busy["messages_in_per_s"]

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from .conftest import Server
-from .wsclient import client_frame, raw_handshake
+from .wsclient import client_frame, first_text_frame, raw_handshake
 
 pytestmark = pytest.mark.e2e
 
@@ -47,11 +47,7 @@ def test_client_close_runs_the_disconnect_handler_once(server: Server) -> None:
 def test_dropped_tcp_connection_runs_the_disconnect_handler_once(server: Server) -> None:
     response = raw_handshake(server.port, "/ws/echo")
     assert response.status == 101
-    # The first frame carries the ID; read it from the raw stream.
-    data = response.body
-    while len(data) < 2 or len(data) < 2 + data[1]:
-        data += response.sock.recv(4096)
-    socket_id = int(json.loads(data[2 : 2 + data[1]])["id"])
+    socket_id = int(json.loads(first_text_frame(response))["id"])
     response.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     response.sock.close()  # RST, no close frame
     assert _count(server, [socket_id]) == {socket_id: 1}
@@ -136,10 +132,7 @@ def test_keepalive_ping_drops_a_peer_that_never_answers(server_factory: ServerFa
     server = server_factory("daphne", extra_env={"WSGROUPS_TEST_PING_INTERVAL": "1", "WSGROUPS_TEST_PING_TIMEOUT": "1"})
     response = raw_handshake(server.port, "/ws/echo")
     assert response.status == 101
-    data = response.body
-    while len(data) < 2 or len(data) < 2 + data[1]:
-        data += response.sock.recv(4096)
-    socket_id = int(json.loads(data[2 : 2 + data[1]])["id"])
+    socket_id = int(json.loads(first_text_frame(response))["id"])
     # Never read again, never answer pings: the server must give up on us.
     assert _count(server, [socket_id], timeout=15) == {socket_id: 1}
     response.close()

@@ -84,3 +84,14 @@ def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
         head += bytes([0x80 | 127]) + struct.pack("!Q", length)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     return head + mask + masked
+
+
+def first_text_frame(response: RawResponse) -> str:
+    """The first (short, unfragmented) text frame the server sent after the 101."""
+    data = response.body
+    while len(data) < 2 or len(data) < 2 + data[1]:
+        chunk = response.sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed before its first frame")
+        data += chunk
+    return data[2 : 2 + data[1]].decode()

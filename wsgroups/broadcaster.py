@@ -46,8 +46,7 @@ class TickResult:
 
     def line(self) -> str:
         return (
-            f"sent {self.sent}, disconnected {self.disconnected}, pruned {self.pruned} "
-            f"in {self.seconds * 1000:.0f} ms"
+            f"sent {self.sent}, disconnected {self.disconnected}, pruned {self.pruned} in {self.seconds * 1000:.0f} ms"
         )
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
@@ -40,6 +40,7 @@ __all__ = [
 logger = logging.getLogger("wsgroups.cluster")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Seconds the list of live processes is reused before it is read again.
 DIRECTORY_TTL = 1.0
@@ -52,13 +53,13 @@ class ProcessInfo:
     kind: str
 
 
-def in_thread(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+def in_thread(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     """``func`` run in a worker thread, with Django's stale connections closed around it."""
 
-    def run(*args: Any) -> T:
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
         close_old_connections()
         try:
-            return func(*args)
+            return func(*args, **kwargs)
         finally:
             close_old_connections()
 
@@ -86,11 +87,14 @@ def allocate_block(process_id: int) -> int:
     return int(IdBlock.objects.create(process_id=process_id).pk)
 
 
-def heartbeat(process_id: int) -> bool:
-    """Refresh this process's heartbeat; False if another process already declared it dead."""
+def heartbeat(process_id: int, messages_in_per_s: float = 0.0, messages_out_per_s: float = 0.0) -> bool:
+    """Refresh this process's heartbeat and message rates; False if another process already declared it dead."""
     from .models import Process
 
-    return bool(Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(heartbeat_at=timezone.now()))
+    updated = Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(
+        heartbeat_at=timezone.now(), messages_in_per_s=messages_in_per_s, messages_out_per_s=messages_out_per_s
+    )
+    return bool(updated)
 
 
 def stop_process(process_id: int) -> None:

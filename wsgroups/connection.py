@@ -171,6 +171,7 @@ class WebSocketApplication:
     async def serve(self, runtime: Runtime, sock: LocalSocket, receive: Receive) -> None:
         """Feed frames to the group's handlers until the socket ends, then run its disconnect handler."""
         max_size = runtime.max_message_size
+        stats = runtime.stats
         sock.app_task = asyncio.current_task()
         try:
             while True:
@@ -188,6 +189,7 @@ class WebSocketApplication:
                     break
                 if kind != "websocket.receive" or sock.state != OPEN:
                     continue
+                stats["frames_in"] += 1
                 text = message.get("text")
                 payload: str | bytes
                 if text is not None:

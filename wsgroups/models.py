@@ -20,6 +20,9 @@ class Process(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    #: Frames received from and sent to clients per second over the last heartbeat interval.
+    messages_in_per_s = models.FloatField(default=0.0)
+    messages_out_per_s = models.FloatField(default=0.0)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]

@@ -244,8 +244,10 @@ class LocalSocket:
         """
         self._pumping = True
         try:
+            stats = self.runtime.stats
             while self.outbox:
                 message = self.outbox.popleft()
+                stats["frames_out"] += 1
                 coroutine = cast("Coroutine[Any, Any, None]", self._send(message))
                 try:
                     waiting = coroutine.send(None)
@@ -323,6 +325,8 @@ class Runtime:
             "closed": 0,
             "sends_to_dead": 0,
             "reaped": 0,
+            "frames_in": 0,
+            "frames_out": 0,
         }
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
         self.upgrade_executor = ThreadPoolExecutor(
@@ -572,10 +576,18 @@ class Runtime:
         """Heartbeat, reap dead processes (running their sockets' disconnect handlers), prune."""
         assert self.process_id is not None
         pruned_at = 0.0
+        counted_at, frames_in, frames_out = self.loop.time(), 0, 0
         while True:
             await asyncio.sleep(conf.HEARTBEAT_INTERVAL)
             try:
-                if not await in_thread(cluster.heartbeat)(self.process_id):
+                now = self.loop.time()
+                elapsed = max(now - counted_at, 1e-6)
+                rates = (
+                    (self.stats["frames_in"] - frames_in) / elapsed,
+                    (self.stats["frames_out"] - frames_out) / elapsed,
+                )
+                counted_at, frames_in, frames_out = now, self.stats["frames_in"], self.stats["frames_out"]
+                if not await in_thread(cluster.heartbeat)(self.process_id, *rates):
                     await self._rejoin()
                 for socket_id, group, session_key in await in_thread(cluster.reap_dead_processes)(self.process_id):
                     await self._reaped_disconnect(socket_id, group, session_key)

@@ -226,24 +226,27 @@ class WebSocket:
         """Async :meth:`disconnect`."""
         return self.disconnect(message, code)
 
-    def is_dead(self) -> bool:
-        """True once the socket is closed (or closing), or when the ID names no socket."""
+    def _dead_here(self) -> bool | None:
+        """The verdict when this process can give it alone (it holds the ID, or nobody can), else None."""
         sock = self._local()
         if sock is not None or self._held_here():
             return sock is None or not sock.is_open
-        transport = _transport()
-        if transport is None:
-            return True
+        return True if _transport() is None else None
+
+    def is_dead(self) -> bool:
+        """True once the socket is closed (or closing), or when the ID names no socket."""
+        verdict = self._dead_here()
+        if verdict is not None:
+            return verdict
+        transport = get_transport()
         return transport.call(_remote_dead(transport, self._id), "WebSocket.is_dead()")
 
     async def ais_dead(self) -> bool:
         """Async :meth:`is_dead`."""
-        sock = self._local()
-        if sock is not None or self._held_here():
-            return sock is None or not sock.is_open
-        transport = _transport()
-        if transport is None:
-            return True
+        verdict = self._dead_here()
+        if verdict is not None:
+            return verdict
+        transport = get_transport()
         return await transport.acall(_remote_dead(transport, self._id))
 
     # --- attributes ---------------------------------------------------------------
