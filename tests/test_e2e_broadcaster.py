@@ -21,32 +21,40 @@ from .conftest import ROOT, Server, start_server
 pytestmark = pytest.mark.e2e
 
 
-def _postgres_url() -> str | None:
-    """A fresh PostgreSQL database for this run, or None when no server is reachable."""
-    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        return os.environ["DATABASE_URL"]
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+
+def _postgres_database(name: str, create: bool) -> bool:
+    """Create (or drop) a PostgreSQL database on the local server; False when none answers."""
     try:
         import psycopg
 
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-            name = f"wsgroups_test_{os.getpid()}"
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if create:
+                conn.execute(f'CREATE DATABASE "{name}"')
     except Exception:
-        return None
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
+        return False
+    return True
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def database_env(request: pytest.FixtureRequest, base_env: dict[str, str]) -> dict[str, str]:
+def database_env(request: pytest.FixtureRequest, base_env: dict[str, str]) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
-        return base_env
-    url = _postgres_url()
-    if url is None:
+        yield base_env
+        return
+    name = f"wsgroups_test_{os.getpid()}"
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        url, created = os.environ["DATABASE_URL"], False
+    elif _postgres_database(name, create=True):
+        url, created = f"postgres://postgres@127.0.0.1:5432/{name}", True
+    else:
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432 and no DATABASE_URL")
     env = {**base_env, "DATABASE_URL": url}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    return env
+    yield env
+    if created:
+        _postgres_database(name, create=False)
 
 
 @pytest.fixture
