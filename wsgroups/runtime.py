@@ -355,6 +355,7 @@ class Runtime:
         """Copy the settings read per frame into attributes (``conf`` reads Django settings)."""
         self.outgoing_buffer = conf.OUTGOING_BUFFER
         self.max_message_size = conf.MAX_MESSAGE_SIZE
+        self.handler_mode = conf.HANDLER_MODE
 
     def _setting_changed(self, setting: str, **kwargs: Any) -> None:
         if setting == "WSGROUPS":
@@ -507,7 +508,7 @@ class Runtime:
         """Run ``group``'s ``kind`` handler ("text", "binary" or "disconnect") for ``ws``:
         here, or on a ``runworker wsgroups`` process when ``HANDLER_MODE`` is "worker".
         Returns False if it raised."""
-        if conf.HANDLER_MODE == "worker" and self.transport is not None and self.kind == "server":
+        if self.handler_mode == "worker" and self.transport is not None and self.kind == "server":
             return await self._call_on_worker(group, kind, ws, *args)
         from .handlers import handle
 

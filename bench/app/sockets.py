@@ -8,8 +8,10 @@ from wsgroups import WebSocket, handle
 
 @handle.websocket("bench")
 @handle.websocket("bench-plain")
-def echo(message: str, ws: WebSocket) -> None:
-    ws.send(message)
+async def echo(message: str, ws: WebSocket) -> None:
+    # Async, like the baseline's AsyncWebsocketConsumer.receive (a sync handler would add a
+    # thread hop per frame, which is what makes sync handlers ORM-safe).
+    await ws.asend(message)
 
 
 @handle.websocket_disconnect("bench")
