@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
 from wsgroups.asgi import get_asgi_application
 
-application = get_asgi_application()
+# The demo serves the admin's static files itself (a real deployment puts them behind a web
+# server or WhiteNoise); WebSocket and lifespan scopes pass straight through.
+application = ASGIStaticFilesHandler(get_asgi_application())

@@ -111,7 +111,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "wsgroups": {"handlers": ["console"], "level": os.environ.get("WSGROUPS_LOG_LEVEL", "INFO")},
+        "wsgroups": {
+            "handlers": ["console"],
+            "level": os.environ.get("WSGROUPS_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "django.channels.worker": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
