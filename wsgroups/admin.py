@@ -107,8 +107,21 @@ def _were(count: int) -> str:
     return f"{count} was" if count == 1 else f"{count} were"
 
 
+class ReadOnlyAdminMixin:
+    """Rows that only the system writes: viewable, never added, changed or deleted by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Connection)
-class ConnectionAdmin(ConnectionModelAdmin):
+class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
     """The socket registry, read-only, with a live summary and actions that reach any process."""
 
     list_display = (
@@ -129,15 +142,6 @@ class ConnectionAdmin(ConnectionModelAdmin):
     ordering = ("-opened_at",)
     list_select_related = ("user", "process")
     actions = ("send_message", "disconnect_sockets")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Connection | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Connection | None = None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """May send to and disconnect sockets: holds ``wsgroups.change_connection``."""
@@ -250,21 +254,12 @@ class ConnectionAdmin(ConnectionModelAdmin):
 
 
 @admin.register(Process)
-class ProcessAdmin(ProcessModelAdmin):
+class ProcessAdmin(ReadOnlyAdminMixin, ProcessModelAdmin):
     """Processes that joined the cluster, read-only; ``live`` applies the cluster's liveness rule."""
 
     list_display = ("id", "kind", "hostname", "pid", "started_at", "heartbeat_age", "stopped_at", "live")
     list_filter = ("kind",)
     search_fields = ("hostname", "pid__exact")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Process | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Process | None = None) -> bool:
-        return False
 
     @admin.display(description="heartbeat age", ordering="-heartbeat_at")
     def heartbeat_age(self, process: Process) -> str:

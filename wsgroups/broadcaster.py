@@ -118,7 +118,6 @@ class Broadcaster:
         result.seconds = time.monotonic() - started
         return result
 
-
     def _send_all(self, transport: Transport, socket_ids: list[int]) -> list[int]:
         """Queue the message for every socket whose process is alive; return those IDs.
 
