@@ -51,6 +51,20 @@ def test_e002_alias_named_by_wsgroups_missing():
         assert ids(check_wiring()) == ["wsgroups.E002"]
 
 
+def test_e009_in_memory_layer_cannot_link_processes():
+    layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        messages = check_wiring()
+    assert ids(messages) == ["wsgroups.E009"]
+    assert "in memory" in messages[0].msg
+
+
+def test_no_e009_for_an_in_memory_layer_wsgroups_does_not_use():
+    layers = {**settings.CHANNEL_LAYERS, "scratch": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        assert check_wiring() == []
+
+
 def test_no_e002_when_alias_named_by_wsgroups_exists():
     layers = {"wsgroups": settings.CHANNEL_LAYERS["default"]}
     with override_settings(CHANNEL_LAYERS=layers, WSGROUPS={"CHANNEL_LAYER": "wsgroups"}):

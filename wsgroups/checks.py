@@ -11,6 +11,7 @@ E005    ``WSGROUPS`` is not a dict
 E006    ``WSGROUPS`` has an unknown key
 E007    a ``WSGROUPS`` value has the wrong type or range
 E008    ``PROCESS_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL``
+E009    the channel layer is Channels' in-memory layer, which cannot link processes
 W001    ``daphne`` is not in INSTALLED_APPS: ``runserver`` will not serve WebSockets
 ======  =====================================================================
 """
@@ -69,6 +70,15 @@ def check_wiring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
                 f"CHANNEL_LAYERS has no {alias!r} layer; wsgroups links its processes through it.",
                 hint="Configure channels_redis.core.RedisChannelLayer under that alias.",
                 id="wsgroups.E002",
+            )
+        )
+    elif isinstance(alias, str) and str(layers[alias].get("BACKEND", "")).endswith(".InMemoryChannelLayer"):
+        errors.append(
+            Error(
+                f"The {alias!r} channel layer is in memory: it cannot link processes, so sockets in "
+                "another server, runworker or wsbroadcast could never be reached and would look dead.",
+                hint="Use channels_redis.core.RedisChannelLayer (any number of processes, one Redis).",
+                id="wsgroups.E009",
             )
         )
     installed = list(settings.INSTALLED_APPS)
