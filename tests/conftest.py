@@ -207,8 +207,17 @@ class Cluster:
 
 @pytest.fixture(params=["redis", "embedded"])
 def cluster(request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
-    """Two servers linked by the tests' Redis, or by the demo's embedded Redis."""
+    """Two servers linked by the tests' Redis, or by the demo's embedded Redis.
+
+    The pair has a database of its own, so that no other test's server takes part in its
+    cluster (reaping its dead, for instance).
+    """
     env = dict(base_env)
+    if "SQLITE_PATH" in env:
+        env["SQLITE_PATH"] = str(tmp_path / "cluster.sqlite3")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+        )
     if request.param == "embedded":
         env.pop("REDIS_URL")
         env["WSGROUPS_TEST_EMBEDDED_REDIS"] = "1"

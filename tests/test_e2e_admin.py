@@ -18,9 +18,9 @@ from urllib.request import HTTPCookieProcessor, build_opener
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from .conftest import ROOT, Server
+from .wsclient import close_of
 
 pytestmark = pytest.mark.e2e
 
@@ -133,17 +133,6 @@ async def _open_echo(server: Server) -> tuple[ClientConnection, int]:
     return ws, int(json.loads(await ws.recv())["id"])
 
 
-async def _close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int, str]:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                await ws.recv()
-    except ConnectionClosed as exc:
-        assert exc.rcvd is not None, "closed without a close frame"
-        return exc.rcvd.code, exc.rcvd.reason
-    raise AssertionError("unreachable")
-
-
 def test_admin_sends_to_and_disconnects_a_live_socket(server: Server, staff_user: str) -> None:
     admin = AdminBrowser(server)
     admin.log_in(staff_user, PASSWORD)
@@ -166,7 +155,7 @@ def test_admin_sends_to_and_disconnects_a_live_socket(server: Server, staff_user
 
         values = {"code": "4000", "reason": "closed from the admin"}
         page = await asyncio.to_thread(admin.run_action, "disconnect_sockets", socket_id, values)
-        assert await _close_of(ws) == (4000, "closed from the admin")
+        assert await close_of(ws) == (4000, "closed from the admin")
         assert "Closed 1 socket; 0 were already dead." in page
 
         await asyncio.to_thread(admin.wait_for_row, socket_id, "closed")
@@ -196,7 +185,7 @@ def test_admin_of_one_server_reaches_a_socket_held_by_another(
         page = await asyncio.to_thread(
             admin.run_action, "disconnect_sockets", socket_id, {"code": "4001", "reason": "bye"}
         )
-        assert await _close_of(ws) == (4001, "bye")
+        assert await close_of(ws) == (4001, "bye")
         assert "Closed 1 socket; 0 were already dead." in page
 
     asyncio.run(scenario())

@@ -10,9 +10,9 @@ import time
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from .conftest import Cluster, Server
+from .wsclient import close_of
 
 pytestmark = pytest.mark.e2e
 
@@ -24,17 +24,6 @@ async def _open(server: Server, group: str = "echo") -> tuple[ClientConnection, 
 
 async def _ctl(cluster: Cluster, *args: str) -> object:
     return await asyncio.to_thread(cluster.ctl, *args)
-
-
-async def _close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int, str]:
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                await ws.recv()
-    except ConnectionClosed as exc:
-        assert exc.rcvd is not None
-        return exc.rcvd.code, exc.rcvd.reason
-    raise AssertionError("unreachable")
 
 
 def test_send_disconnect_and_is_dead_by_id_from_another_process(cluster: Cluster) -> None:
@@ -49,7 +38,7 @@ def test_send_disconnect_and_is_dead_by_id_from_another_process(cluster: Cluster
         assert await asyncio.wait_for(b.recv(), 10) == "to b"
         assert await _ctl(cluster, "is-dead", str(a_id)) is False
         assert await _ctl(cluster, "disconnect", str(b_id), "moved away", "--code", "4002") is True
-        assert await _close_of(b) == (4002, "moved away")
+        assert await close_of(b) == (4002, "moved away")
         await a.close()
         deadline = time.monotonic() + 10
         while await _ctl(cluster, "is-dead", str(a_id)) is not True:
@@ -80,7 +69,7 @@ def test_group_broadcast_with_exclusion_and_sockets_across_processes(cluster: Cl
         assert await asyncio.wait_for(opened[0][0].recv(), 10) == "ping"  # nothing else was queued before it
         assert await _ctl(cluster, "group-disconnect", "room", "closing time", "--code", "4003") == 4
         for ws, _ in opened:
-            assert await _close_of(ws) == (4003, "closing time")
+            assert await close_of(ws) == (4003, "closing time")
         assert await _ctl(cluster, "sockets", "room") == []
 
     asyncio.run(scenario())

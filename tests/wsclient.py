@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
 import struct
 from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 
 @dataclass
@@ -95,3 +99,15 @@ def first_text_frame(response: RawResponse) -> str:
             raise ConnectionError("the server closed before its first frame")
         data += chunk
     return data[2 : 2 + data[1]].decode()
+
+
+async def close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int, str]:
+    """Read until the server closes; return the close code and reason it sent."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None, "the server closed without a close frame"
+        return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError("unreachable")

@@ -208,15 +208,16 @@ class WebSocketApplication:
                     continue
                 runtime.touch_session(sock)
                 ws = WebSocket.restore(sock.id, sock.group, sock.session_key)
-                if not await runtime.call_handler(sock.group, "text" if is_text else "binary", ws, payload):
+                kind_name = "text" if is_text else "binary"
+                if not await runtime.call_handler(resolution.handler, sock.group, kind_name, ws, payload):
                     sock.close(CloseCode.UNEXPECTED_CONDITION, "server error in handler")
         finally:
             if sock.state == OPEN:  # cancelled (server stopping without our signal handler)
                 sock.close_code = sock.close_code or CloseCode.GOING_AWAY
             sock.state = CLOSED
             runtime.remove(sock)
-            if not sock.reaped and handle.disconnect_handler(sock.group) is not None:
-                await runtime.call_handler(
-                    sock.group, "disconnect", WebSocket.restore(sock.id, sock.group, sock.session_key)
-                )
+            disconnect = handle.disconnect_handler(sock.group)
+            if disconnect is not None and not sock.reaped:
+                ws = WebSocket.restore(sock.id, sock.group, sock.session_key)
+                await runtime.call_handler(disconnect, sock.group, "disconnect", ws)
             sock.closed.set()

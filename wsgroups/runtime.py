@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.core.signals import setting_changed
@@ -31,6 +31,7 @@ from . import cluster
 from .cluster import in_thread
 from .codes import CloseCode, ConnectionFlags
 from .conf import conf
+from .handlers import Handler, handle
 from .ids import MAX_SEQUENCE, make_id
 from .transport import (
     OP_ALIVE,
@@ -45,9 +46,6 @@ from .transport import (
     Transport,
     make_layer,
 )
-
-if TYPE_CHECKING:
-    from .handlers import Handler
 
 __all__ = ["LocalSocket", "Runtime", "current_runtime", "get_runtime"]
 
@@ -504,18 +502,13 @@ class Runtime:
 
     # --- handlers -------------------------------------------------------------
 
-    async def call_handler(self, group: str, kind: str, ws: Any, *args: Any) -> bool:
-        """Run ``group``'s ``kind`` handler ("text", "binary" or "disconnect") for ``ws``:
-        here, or on a ``runworker wsgroups`` process when ``HANDLER_MODE`` is "worker".
+    async def call_handler(self, handler: Handler, group: str, kind: str, ws: Any, *args: Any) -> bool:
+        """Run ``handler`` (``group``'s ``kind`` handler: "text", "binary" or "disconnect") for
+        ``ws``: here, or on a ``runworker wsgroups`` process when ``HANDLER_MODE`` is "worker".
         Returns False if it raised."""
         if self.handler_mode == "worker" and self.transport is not None and self.kind == "server":
             return await self._call_on_worker(group, kind, ws, *args)
-        from .handlers import handle
-
-        handler = (
-            handle.disconnect_handler(group) if kind == "disconnect" else handle.resolve(group, kind == "text").handler
-        )
-        return True if handler is None else await self.run_handler(handler, ws, *args)
+        return await self.run_handler(handler, ws, *args)
 
     async def _call_on_worker(self, group: str, kind: str, ws: Any, *args: Any) -> bool:
         """Hand the call to a worker and wait for it: the socket's next frame waits too, so
@@ -548,7 +541,10 @@ class Runtime:
 
         ws = WebSocket.restore(socket_id, group, session_key)
         args = () if kind == "disconnect" else (payload,)
-        ok = await self.call_handler(group, kind, ws, *args)
+        handler = (
+            handle.disconnect_handler(group) if kind == "disconnect" else handle.resolve(group, kind == "text").handler
+        )
+        ok = handler is None or await self.call_handler(handler, group, kind, ws, *args)
         if self.transport is not None and reply_to:
             self.transport.submit(reply_to, [OP_REPLY, token, ok])
 
@@ -623,7 +619,11 @@ class Runtime:
         from .websocket import WebSocket
 
         self.stats["reaped"] += 1
-        await self.call_handler(group, "disconnect", WebSocket.restore(socket_id, group, session_key or None))
+        handler = handle.disconnect_handler(group)
+        if handler is not None:
+            await self.call_handler(
+                handler, group, "disconnect", WebSocket.restore(socket_id, group, session_key or None)
+            )
 
     async def _registry_loop(self) -> None:
         while True:
