@@ -3,6 +3,8 @@ from __future__ import annotations
 import functools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from wsgroups.exceptions import HandlerError, WebSocketError
 from wsgroups.handlers import HandlerRegistry, kind_from_annotation
@@ -294,3 +296,104 @@ def test_fresh_registries_do_not_share_groups():
     one, two = HandlerRegistry(), HandlerRegistry()
     one.websocket("g")(module_text_handler)
     assert two.resolve("g", True).handler is None
+
+
+# --- properties of dispatch ---------------------------------------------------------------
+
+group_names = st.text(min_size=1, max_size=40)
+# For each group: whether it has a text, a binary and a disconnect handler.
+layouts = st.dictionaries(group_names, st.tuples(st.booleans(), st.booleans(), st.booleans()), max_size=6)
+
+
+def _make(name: str, is_async: bool):
+    if is_async:
+
+        async def handler(message, ws):
+            pass
+
+    else:
+
+        def handler(message, ws):
+            pass
+
+    handler.__qualname__ = name
+    return handler
+
+
+@given(layouts, st.lists(st.tuples(group_names, st.booleans()), max_size=20), st.booleans())
+def test_property_resolve_gives_the_registered_handler_or_names_the_missing_one(layout, frames, is_async):
+    registry = HandlerRegistry()
+    registered = {}
+    for group, (has_text, has_binary, has_disconnect) in layout.items():
+        for kind, wanted in (("text", has_text), ("binary", has_binary)):
+            if wanted:
+                func = _make(f"{kind}_{len(registered)}", is_async)
+                registry.websocket(group, kind=kind)(func)
+                registered[group, kind] = func
+        if has_disconnect:
+            func = _make(f"gone_{len(registered)}", is_async)
+            registry.websocket_disconnect(group)(func)
+            registered[group, "disconnect"] = func
+    # The frames name registered groups and arbitrary ones.
+    probes = [(group, is_text) for group in layout for is_text in (True, False)] + frames
+    for group, is_text in probes:
+        kind = "text" if is_text else "binary"
+        resolution = registry.resolve(group, is_text)
+        if (group, kind) in registered:
+            assert resolution.handler is not None
+            assert resolution.handler.func is registered[group, kind]
+            assert resolution.handler.is_async is is_async
+            assert resolution.missing_reason == ""
+        else:
+            assert resolution.handler is None
+            assert resolution.missing_reason == f"group {group!r} has no {kind} handler"
+        disconnect = registry.disconnect_handler(group)
+        if (group, "disconnect") in registered:
+            assert disconnect is not None and disconnect.func is registered[group, "disconnect"]
+        else:
+            assert disconnect is None
+
+
+ANNOTATION_KINDS = [
+    (str, "text"),
+    ("str", "text"),
+    (bytes, "binary"),
+    ("bytes", "binary"),
+    (bytearray, "binary"),
+    ("bytearray", "binary"),
+]
+UNSUPPORTED_ANNOTATIONS = [int, float, list, dict, object, None, "int", "memoryview", "list[str]", "NotDefined"]
+
+
+@given(st.sampled_from(ANNOTATION_KINDS), st.booleans(), st.sampled_from(["message", "data", "payload", "m"]))
+def test_property_kind_comes_from_the_first_parameters_annotation(pair, is_async, parameter):
+    annotation, kind = pair
+    func = _make("annotated", is_async)
+    func.__annotations__ = {parameter: annotation}
+    func.__code__ = func.__code__.replace(co_varnames=(parameter, "ws", *func.__code__.co_varnames[2:]))
+    assert kind_from_annotation(func) == kind
+    registry = HandlerRegistry()
+    registry.websocket("g")(func)
+    assert registry.resolve("g", kind == "text").handler.func is func
+    assert registry.resolve("g", kind != "text").handler is None
+
+
+@given(st.sampled_from(UNSUPPORTED_ANNOTATIONS + [a for a, _ in ANNOTATION_KINDS]), st.sampled_from(["text", "binary"]))
+def test_property_explicit_kind_wins_over_any_annotation(annotation, kind):
+    func = _make("explicit", False)
+    func.__annotations__ = {"message": annotation}
+    registry = HandlerRegistry()
+    registry.websocket("g", kind=kind)(func)
+    assert registry.resolve("g", kind == "text").handler.func is func
+    assert registry.resolve("g", kind != "text").handler is None
+
+
+@given(st.sampled_from(UNSUPPORTED_ANNOTATIONS))
+def test_property_other_annotations_are_refused_without_registering(annotation):
+    func = _make("unsupported", False)
+    func.__annotations__ = {"message": annotation}
+    registry = HandlerRegistry()
+    with pytest.raises(HandlerError, match="str or bytes"):
+        registry.websocket("g")(func)
+    assert registry.resolve("g", True).handler is None
+    assert registry.resolve("g", False).handler is None

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.http import HttpResponse
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wsgroups.codes import is_sendable_close_code
 from wsgroups.handshake import (
     MAX_CLOSE_REASON_BYTES,
     accept_headers,
@@ -408,3 +411,110 @@ def test_property_fit_reason_fits_and_is_a_prefix(reason):
         assert reason.startswith(out[:-3])
         assert len(out[:-3].encode("utf-8")) > MAX_CLOSE_REASON_BYTES - 3 - 4
     check_close(1000, out)
+
+
+# --- properties of origin_allowed, check_close and fit_reason -------------------------------
+
+LABELS = ["example", "com", "chat", "a", "Evil", "localhost", "127", "0", "1", "xn--bcher-kva"]
+hostnames = st.lists(st.sampled_from(LABELS), min_size=1, max_size=4).map(".".join)
+host_patterns = st.lists(
+    st.one_of(hostnames, hostnames.map(lambda host: "." + host), st.just("*")), max_size=4, unique=True
+)
+ports = st.one_of(st.none(), st.integers(min_value=1, max_value=65535))
+
+
+def _host_matches(host, patterns):
+    """What ALLOWED_HOSTS means, written out: exact names, ".domain" for it and its subdomains, "*"."""
+    host = host.lower()
+    for pattern in patterns:
+        pattern = pattern.lower()
+        if pattern == "*" or host == pattern:
+            return True
+        if pattern.startswith(".") and (host == pattern[1:] or host.endswith(pattern)):
+            return True
+    return False
+
+
+@given(st.sampled_from(["http", "https", "HTTP", "Https"]), hostnames, ports, host_patterns)
+def test_property_http_origins_are_allowed_exactly_when_their_host_matches_allowed_hosts(scheme, host, port, patterns):
+    origin = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    assert origin_allowed(origin, patterns, []) is _host_matches(host, patterns)
+
+
+@given(st.text(max_size=60), host_patterns, st.lists(st.text(max_size=30), max_size=3))
+def test_property_arbitrary_origins_never_raise_and_are_allowed_only_by_a_listed_host_or_origin(
+    origin, patterns, extra
+):
+    extra = [value for value in extra if value != "*"]
+    allowed = origin_allowed(origin, patterns, extra)
+    if allowed and origin not in extra:
+        parsed = urlsplit(origin)
+        assert parsed.scheme.lower() in ("http", "https")
+        assert parsed.hostname and _host_matches(parsed.hostname, patterns)
+
+
+@given(
+    st.one_of(
+        st.just("null"),
+        st.text(max_size=40),
+        st.builds(
+            lambda scheme, rest: f"{scheme}://{rest}",
+            st.sampled_from(["ws", "wss", "file", "ftp", "data", "javascript", "chrome-extension", "x"]),
+            st.text(max_size=30),
+        ),
+    ),
+    st.lists(st.sampled_from(["*", "localhost", ".example.com", "127.0.0.1"]), max_size=4),
+)
+def test_property_null_and_non_http_origins_are_refused_unless_star_is_configured(origin, patterns):
+    scheme = origin.partition("://")[0].lower() if "://" in origin else ""
+    if scheme in ("http", "https"):
+        return
+    assert origin_allowed(origin, patterns, []) is False
+    assert origin_allowed(origin, patterns, ["http://allowed.example"]) is False
+    assert origin_allowed(origin, patterns, ["*"]) is True
+
+
+@given(st.text(max_size=60), host_patterns)
+def test_property_star_in_allowed_origins_allows_every_origin(origin, patterns):
+    assert origin_allowed(origin, patterns, ["*"]) is True
+
+
+@given(st.text(alphabet="[]:@/%.-a1", max_size=20).map(lambda rest: "http://" + rest))
+def test_property_malformed_http_origins_are_answered_without_raising(origin):
+    # An Origin header is client input: a value urlsplit cannot parse ("http://[") is refused,
+    # not an exception in the upgrade (uvicorn answers that with a 500).
+    allowed = origin_allowed(origin, ["localhost", "127.0.0.1", "[::1]"], [])
+    assert allowed in (True, False)
+    if allowed:
+        assert urlsplit(origin).hostname in ("localhost", "127.0.0.1", "::1")
+
+
+@given(st.integers(min_value=-70000, max_value=70000), st.one_of(st.none(), st.text(max_size=130)))
+def test_property_check_close_accepts_exactly_sendable_codes_and_reasons_that_fit(code, reason):
+    fits = reason is None or len(reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
+    if is_sendable_close_code(code) and fits:
+        out_code, out_reason = check_close(code, reason)
+        assert out_code == code and out_reason == (reason or "")
+        assert len(out_reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
+        assert 1000 <= out_code <= 4999 and out_code not in (1004, 1005, 1006, 1010, 1015)
+    else:
+        with pytest.raises(ValueError, match=r"^(code|message)"):
+            check_close(code, reason)
+
+
+@given(st.text(min_size=1, max_size=200))
+def test_property_fit_reason_keeps_the_longest_whole_character_prefix(reason):
+    out = fit_reason(reason)
+    assert fit_reason(out) == out
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        assert out == reason
+        return
+    kept = out[:-3]
+    # Whole characters only: the kept part is a character prefix of the reason ...
+    assert reason[: len(kept)] == kept
+    assert encoded.startswith(kept.encode("utf-8"))
+    # ... and the longest one that leaves room for "...".
+    assert len(kept.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES - 3
+    assert len(reason[: len(kept) + 1].encode("utf-8")) > MAX_CLOSE_REASON_BYTES - 3
+    assert check_close(1000, out) == (1000, out)

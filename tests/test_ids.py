@@ -133,3 +133,77 @@ def test_property_validate_id_accepts_exactly_block_and_sequence_nonzero_ids(val
     else:
         with pytest.raises(ValueError):
             validate_id(value)
+
+
+# --- properties of the codec ------------------------------------------------------------
+
+valid_ids = st.builds(make_id, blocks, sequences)
+
+
+@given(valid_ids)
+def test_property_split_then_make_gives_back_the_id(socket_id):
+    assert make_id(*split_id(socket_id)) == socket_id
+    assert validate_id(socket_id) == socket_id
+
+
+@given(valid_ids, st.integers(min_value=0, max_value=16))
+def test_property_decimal_strings_round_trip_with_leading_zeros_up_to_16_digits(socket_id, zeros):
+    text = "0" * zeros + str(socket_id)
+    if len(text) <= 16:
+        result = validate_id(text)
+        assert result == socket_id and type(result) is int
+    else:
+        with pytest.raises(ValueError, match=r"^id"):
+            validate_id(text)
+
+
+@given(st.text())
+def test_property_strings_are_accepted_only_as_short_ascii_decimals_of_valid_ids(text):
+    try:
+        result = validate_id(text)
+    except ValueError as exc:
+        assert str(exc).startswith("id")
+        return
+    assert text.isascii() and text.isdigit() and len(text) <= 16
+    assert result == int(text)
+    assert 0 < result < 2**53
+
+
+@given(st.text(st.characters(categories=["Nd"], exclude_characters="0123456789"), min_size=1, max_size=16))
+def test_property_non_ascii_digits_are_never_accepted(text):
+    # int() would read them ("١٢٣" is 123): an ID must not have two spellings.
+    assert int(text) >= 0
+    with pytest.raises(ValueError, match=r"^id"):
+        validate_id(text)
+
+
+@given(st.text("0123456789", max_size=8), st.characters(categories=["Nd"], exclude_characters="0123456789"))
+def test_property_one_non_ascii_digit_among_ascii_digits_is_refused(digits, odd):
+    with pytest.raises(ValueError, match=r"^id"):
+        validate_id(digits + odd + str(make_id(1, 1)))
+
+
+@given(st.integers(min_value=2**53))
+def test_property_values_from_2_to_the_53_are_refused_as_ints_and_strings(value):
+    with pytest.raises(ValueError, match=r"^id"):
+        validate_id(value)
+    with pytest.raises(ValueError, match=r"^id"):
+        validate_id(str(value))
+
+
+@given(st.integers(max_value=0))
+def test_property_zero_and_negative_values_are_refused_as_ints_and_strings(value):
+    with pytest.raises(ValueError, match=r"^id"):
+        validate_id(value)
+    with pytest.raises(ValueError, match=r"^id"):
+        validate_id(str(value))
+
+
+@given(st.integers(min_value=0, max_value=MAX_ID))
+def test_property_ids_with_block_or_sequence_zero_are_refused(value):
+    block, sequence = split_id(value)
+    if block == 0 or sequence == 0:
+        with pytest.raises(ValueError, match=r"^id"):
+            validate_id(value)
+    else:
+        assert validate_id(value) == make_id(block, sequence)
