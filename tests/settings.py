@@ -13,6 +13,13 @@ if not os.environ.get("REDIS_URL") and not os.environ.get("WSGROUPS_TEST_EMBEDDE
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, WSGROUPS
 
+
+
+def _optional_int(name: str, default: str) -> int | None:
+    value = os.environ.get(name, default)
+    return int(value) if value else None
+
+
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.wsapp"]
 ROOT_URLCONF = "tests.wsapp.urls"
 WSGROUPS = {
@@ -28,5 +35,12 @@ WSGROUPS = {
     "PROCESS_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PROCESS_TIMEOUT", "4")),
     "SEND_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_SEND_TIMEOUT", "10")),
     "HANDLER_MODE": os.environ.get("WSGROUPS_TEST_HANDLER_MODE", "inline"),
+    # The shared servers take bursts from one address; the limit tests start their own.
+    "MAX_CONNECTIONS": _optional_int("WSGROUPS_TEST_MAX_CONNECTIONS", "10000"),
+    "MAX_CONNECTIONS_PER_CLIENT": _optional_int("WSGROUPS_TEST_MAX_CONNECTIONS_PER_CLIENT", ""),
+    "MAX_CONNECTIONS_PER_GROUP": _optional_int("WSGROUPS_TEST_MAX_CONNECTIONS_PER_GROUP", ""),
+    "MESSAGE_RATE": float(os.environ.get("WSGROUPS_TEST_MESSAGE_RATE", "10000")),
+    "MESSAGE_BURST": float(os.environ.get("WSGROUPS_TEST_MESSAGE_BURST", "20000")),
+    "HANDSHAKE_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_HANDSHAKE_TIMEOUT", "10")),
 }
 LOGIN_URL = "/accounts/login/"

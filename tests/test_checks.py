@@ -3,9 +3,18 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from wsgroups.checks import MIDDLEWARE_PATH, check_settings, check_wiring
+from wsgroups.asgi import ProtocolRouter, get_asgi_application
+from wsgroups.checks import (
+    MIDDLEWARE_PATH,
+    check_asgi_application,
+    check_settings,
+    check_wiring,
+    routes_to_wsgroups,
+    startup_errors,
+)
 
 
 def ids(messages):
@@ -175,6 +184,22 @@ def test_e006_once_per_unknown_key():
         ("ALLOWED_ORIGINS", None),
         ("CHANNEL_LAYER", ""),
         ("CHANNEL_LAYER", 1),
+        ("MAX_CONNECTIONS", 0),
+        ("MAX_CONNECTIONS", -5),
+        ("MAX_CONNECTIONS", 10.5),
+        ("MAX_CONNECTIONS", "100"),
+        ("MAX_CONNECTIONS", True),
+        ("MAX_CONNECTIONS_PER_CLIENT", 0),
+        ("MAX_CONNECTIONS_PER_GROUP", "all"),
+        ("MESSAGE_RATE", 0),
+        ("MESSAGE_RATE", -1.0),
+        ("MESSAGE_RATE", "100"),
+        ("MESSAGE_RATE", float("nan")),
+        ("MESSAGE_BURST", 0.5),
+        ("MESSAGE_BURST", None),
+        ("MESSAGE_BURST", "200"),
+        ("HANDSHAKE_TIMEOUT", 0),
+        ("HANDSHAKE_TIMEOUT", None),
     ],
 )
 def test_e007_bad_values(key, value):
@@ -200,6 +225,16 @@ def test_e007_bad_values(key, value):
         ("ALLOWED_ORIGINS", ["https://example.com", "*"]),
         ("ALLOWED_ORIGINS", ("https://example.com",)),
         ("CHANNEL_LAYER", "default"),
+        ("MAX_CONNECTIONS", None),
+        ("MAX_CONNECTIONS", 256),
+        ("MAX_CONNECTIONS_PER_CLIENT", None),
+        ("MAX_CONNECTIONS_PER_CLIENT", 10),
+        ("MAX_CONNECTIONS_PER_GROUP", 50),
+        ("MESSAGE_RATE", None),
+        ("MESSAGE_RATE", 0.5),
+        ("MESSAGE_BURST", 100),
+        ("MESSAGE_BURST", 1000.0),
+        ("HANDSHAKE_TIMEOUT", 0.5),
     ],
 )
 def test_no_e007_for_good_values(key, value):
@@ -210,3 +245,96 @@ def test_no_e007_for_good_values(key, value):
 def test_e006_and_e007_reported_together():
     with override_settings(WSGROUPS={"NOPE": 1, "MAX_MESSAGE_SIZE": 0}):
         assert ids(check_settings()) == ["wsgroups.E006", "wsgroups.E007"]
+
+
+# --- limits that contradict one another ------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["MAX_CONNECTIONS_PER_CLIENT", "MAX_CONNECTIONS_PER_GROUP"])
+def test_w004_a_per_client_or_group_limit_above_the_total_can_never_be_reached(key):
+    others = {"MAX_CONNECTIONS_PER_CLIENT": None, "MAX_CONNECTIONS_PER_GROUP": None}
+    with override_settings(WSGROUPS={**others, "MAX_CONNECTIONS": 10, key: 11}):
+        messages = check_settings()
+    assert ids(messages) == ["wsgroups.W004"]
+    assert messages[0].level == checks.WARNING
+    assert key in messages[0].msg
+    with override_settings(WSGROUPS={**others, "MAX_CONNECTIONS": None, key: 11}):
+        assert check_settings() == []
+    with override_settings(WSGROUPS={**others, "MAX_CONNECTIONS": 10, key: 10}):
+        assert check_settings() == []
+
+
+def test_w003_a_burst_below_one_second_of_the_rate():
+    with override_settings(WSGROUPS={"MESSAGE_RATE": 50, "MESSAGE_BURST": 10}):
+        messages = check_settings()
+    assert ids(messages) == ["wsgroups.W003"]
+    assert messages[0].level == checks.WARNING
+    with override_settings(WSGROUPS={"MESSAGE_RATE": None, "MESSAGE_BURST": 10}):
+        assert check_settings() == []
+
+
+# --- channels app and ASGI_APPLICATION -------------------------------------------------
+
+
+def test_e010_channels_not_installed():
+    apps = [app for app in settings.INSTALLED_APPS if app != "channels"]
+    with override_settings(INSTALLED_APPS=apps):
+        messages = check_wiring()
+    assert ids(messages) == ["wsgroups.E010"]
+    assert "runworker" in messages[0].hint
+
+
+def test_e011_asgi_application_cannot_be_imported():
+    with override_settings(ASGI_APPLICATION="project.no_such_module.application"):
+        messages = check_asgi_application()
+    assert ids(messages) == ["wsgroups.E011"]
+    assert "project.no_such_module.application" in messages[0].msg
+
+
+def test_w002_asgi_application_that_bypasses_wsgroups():
+    with override_settings(ASGI_APPLICATION="tests.test_checks.plain_application"):
+        messages = check_asgi_application()
+    assert ids(messages) == ["wsgroups.W002"]
+
+
+def test_no_w002_for_the_demo_application_wrapped_in_static_files_handler():
+    assert check_asgi_application() == []
+
+
+def test_routes_to_wsgroups_sees_through_wrappers_but_not_loops():
+    router = ProtocolRouter(plain_application, plain_application)
+
+    class Wrapper:
+        def __init__(self, inner: object) -> None:
+            self.app = inner
+
+    assert routes_to_wsgroups(Wrapper(Wrapper(router)))
+    looped = Wrapper(None)
+    looped.app = looped
+    assert not routes_to_wsgroups(looped)
+    assert not routes_to_wsgroups(plain_application)
+
+
+async def plain_application(scope, receive, send):
+    """An ASGI app that never reaches wsgroups."""
+
+
+# --- the same checks when the ASGI application is built --------------------------------
+
+
+def test_get_asgi_application_refuses_a_configuration_with_errors():
+    layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers, WSGROUPS={"MESSAGE_RATE": -1}):
+        with pytest.raises(ImproperlyConfigured) as caught:
+            get_asgi_application()
+    text = str(caught.value)
+    assert "wsgroups.E009" in text and "wsgroups.E007" in text and "MESSAGE_RATE" in text
+
+
+def test_get_asgi_application_ignores_warnings_and_silenced_errors():
+    apps = [app for app in settings.INSTALLED_APPS if app != "daphne"]  # W001 only
+    with override_settings(INSTALLED_APPS=apps):
+        assert startup_errors() == []
+    with override_settings(CHANNEL_LAYERS={}, SILENCED_SYSTEM_CHECKS=["wsgroups.E002"]):
+        assert startup_errors() == []
+        assert isinstance(get_asgi_application(), ProtocolRouter)

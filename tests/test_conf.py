@@ -7,6 +7,12 @@ from wsgroups.conf import DEFAULTS, conf
 
 EXPECTED_DEFAULTS = {
     "MAX_MESSAGE_SIZE": 1048576,
+    "MAX_CONNECTIONS": 10000,
+    "MAX_CONNECTIONS_PER_CLIENT": 256,
+    "MAX_CONNECTIONS_PER_GROUP": None,
+    "MESSAGE_RATE": 100.0,
+    "MESSAGE_BURST": 200,
+    "HANDSHAKE_TIMEOUT": 10.0,
     "ALLOWED_ORIGINS": [],
     "OUTGOING_BUFFER": 1000,
     "PING_INTERVAL": 20.0,
@@ -58,6 +64,14 @@ def test_conf_returns_defaults_when_wsgroups_is_not_a_dict():
         ("SHUTDOWN_TIMEOUT", 0.0),
         ("QUERY_TIMEOUT", 2.5),
         ("CHANNEL_LAYER", "other"),
+        ("MAX_CONNECTIONS", 3),
+        ("MAX_CONNECTIONS", None),
+        ("MAX_CONNECTIONS_PER_CLIENT", 2),
+        ("MAX_CONNECTIONS_PER_GROUP", 5),
+        ("MESSAGE_RATE", 2.5),
+        ("MESSAGE_RATE", None),
+        ("MESSAGE_BURST", 4.0),
+        ("HANDSHAKE_TIMEOUT", 1.5),
     ],
 )
 def test_override_settings_is_seen_immediately(key, value):

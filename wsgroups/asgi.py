@@ -6,6 +6,8 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .transport import WORKER_CHANNEL
 
 __all__ = ["get_asgi_application"]
@@ -69,13 +71,27 @@ async def serve_worker(receive: Receive) -> None:
 def get_asgi_application() -> ProtocolRouter:
     """The project's ASGI application (set up Django first, as ``django.core.asgi`` does).
 
+    Raises :class:`~django.core.exceptions.ImproperlyConfigured` listing the errors of the
+    wiring and settings system checks (``wsgroups.E0xx``), so servers that run no checks
+    refuse a configuration ``manage.py check`` would refuse.
+
     When the process runs daphne (its command line or ``runserver``), this also installs
     :mod:`wsgroups.servers.daphne`, which makes daphne send 101 headers, close reasons,
-    every close code and full rejection responses.
+    every close code and full rejection responses; under uvicorn it installs
+    :mod:`wsgroups.servers.uvicorn`, which bounds request heads in time and size.
     """
     from django.core.asgi import get_asgi_application as django_asgi_application
 
     http = django_asgi_application()
+
+    from .checks import startup_errors
+
+    errors = startup_errors()
+    if errors:
+        # daphne and uvicorn run no system checks: refuse to serve a broken configuration.
+        raise ImproperlyConfigured(
+            "wsgroups cannot start:\n" + "\n".join(f"  {e.id}: {e.msg} HINT: {e.hint or '-'}" for e in errors)
+        )
 
     from .connection import WebSocketApplication
 
@@ -83,4 +99,8 @@ def get_asgi_application() -> ProtocolRouter:
         from .servers import daphne
 
         daphne.install()
+    if "uvicorn.server" in sys.modules or "uvicorn.main" in sys.modules:
+        from .servers import uvicorn
+
+        uvicorn.install()
     return ProtocolRouter(http, WebSocketApplication())  # type: ignore[arg-type]  # Django's stubs type scope as dict

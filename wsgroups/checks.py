@@ -12,7 +12,16 @@ E006    ``WSGROUPS`` has an unknown key
 E007    a ``WSGROUPS`` value has the wrong type or range
 E008    ``PROCESS_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL``
 E009    the channel layer is Channels' in-memory layer, which cannot link processes
+E010    ``channels`` is not in INSTALLED_APPS (no ``runworker``, no layer settings)
+E011    ``ASGI_APPLICATION`` cannot be imported
 W001    ``daphne`` is not in INSTALLED_APPS: ``runserver`` will not serve WebSockets
+W002    ``ASGI_APPLICATION`` does not route WebSocket scopes to wsgroups
+W003    ``MESSAGE_BURST`` is below one second of ``MESSAGE_RATE``
+W004    ``MAX_CONNECTIONS_PER_CLIENT`` or ``_PER_GROUP`` exceeds ``MAX_CONNECTIONS``
+
+The wiring and settings checks also run when :func:`wsgroups.asgi.get_asgi_application`
+builds the application, so ``daphne`` and ``uvicorn`` (which run no system checks)
+refuse to start with the same errors.
 ======  =====================================================================
 """
 
@@ -23,11 +32,12 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import ERROR, CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS
 
-__all__ = ["check_settings", "check_wiring"]
+__all__ = ["check_asgi_application", "check_settings", "check_wiring", "routes_to_wsgroups", "startup_errors"]
 
 MIDDLEWARE_PATH = "wsgroups.middleware.WebSocketMiddleware"
 
@@ -44,10 +54,13 @@ _POSITIVE_NUMBERS = (
     "REGISTRY_INTERVAL",
     "REGISTRY_RETENTION",
     "CLOSE_TIMEOUT",
+    "HANDSHAKE_TIMEOUT",
 )
 _NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT",)
 _HANDLER_MODES = ("inline", "worker")
 _INTEGERS = ("MAX_MESSAGE_SIZE", "OUTGOING_BUFFER", "HANDLER_THREADS")
+#: Limits that None switches off; otherwise positive integers.
+_OPTIONAL_LIMITS = ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT", "MAX_CONNECTIONS_PER_GROUP")
 
 
 @register(Tags.compatibility)
@@ -82,6 +95,14 @@ def check_wiring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
             )
         )
     installed = list(settings.INSTALLED_APPS)
+    if "channels" not in installed and not any(app.startswith("channels.") for app in installed):
+        errors.append(
+            Error(
+                "'channels' is missing from INSTALLED_APPS.",
+                hint="Add 'channels': 'manage.py runworker wsgroups' and the channel layer settings come from it.",
+                id="wsgroups.E010",
+            )
+        )
     if "daphne" in installed:
         if "django.contrib.staticfiles" in installed and installed.index("daphne") > installed.index(
             "django.contrib.staticfiles"
@@ -112,6 +133,65 @@ def check_wiring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
     return errors
 
 
+@register(Tags.compatibility)
+def check_asgi_application(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """``ASGI_APPLICATION`` imports and, through any wrappers, reaches wsgroups' router."""
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path or not isinstance(path, str):
+        return []  # E004's to report
+    try:
+        application = import_string(path)
+    except Exception as exc:
+        return [
+            Error(
+                f"ASGI_APPLICATION {path!r} cannot be imported: {type(exc).__name__}: {exc}",
+                hint="Point it at the application object of your asgi.py, e.g. 'project.asgi.application'.",
+                id="wsgroups.E011",
+            )
+        ]
+    if not routes_to_wsgroups(application):
+        return [
+            Warning(
+                f"ASGI_APPLICATION {path!r} does not route WebSocket scopes to wsgroups, so no "
+                "upgrade reaches request.websocket.",
+                hint="Build it with wsgroups.asgi.get_asgi_application() (wrapping it in ASGI middleware is fine).",
+                id="wsgroups.W002",
+            )
+        ]
+    return []
+
+
+def routes_to_wsgroups(application: object, depth: int = 8) -> bool:
+    """Whether ``application`` is wsgroups' router, or wraps it in attributes such as ``app``,
+    ``application`` or ``inner`` (ASGI middleware, ``ASGIStaticFilesHandler``)."""
+    from .asgi import ProtocolRouter
+
+    for _ in range(depth):
+        if isinstance(application, ProtocolRouter):
+            return True
+        inner = next(
+            (getattr(application, name) for name in _WRAPPED_ATTRIBUTES if getattr(application, name, None)),
+            None,
+        )
+        if inner is None or inner is application:
+            return False
+        application = inner
+    return False
+
+
+_WRAPPED_ATTRIBUTES = ("application", "app", "inner")
+
+
+def startup_errors() -> list[CheckMessage]:
+    """The errors of the wiring and settings checks, minus SILENCED_SYSTEM_CHECKS."""
+    silenced = set(getattr(settings, "SILENCED_SYSTEM_CHECKS", ()) or ())
+    return [
+        message
+        for message in [*check_wiring(), *check_settings()]
+        if message.level >= ERROR and message.id not in silenced
+    ]
+
+
 def _user_settings() -> dict[str, Any]:
     value = getattr(settings, "WSGROUPS", {})
     return value if isinstance(value, dict) else {}
@@ -136,16 +216,44 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
         if problem:
             errors.append(Error(f"WSGROUPS[{key!r}] {problem}, got {value!r}.", id="wsgroups.E007"))
     if not errors:
-        merged = {**DEFAULTS, **raw}
-        if merged["PROCESS_TIMEOUT"] <= merged["HEARTBEAT_INTERVAL"]:
+        errors.extend(_relation_problems({**DEFAULTS, **raw}))
+    return errors
+
+
+def _relation_problems(merged: dict[str, Any]) -> list[CheckMessage]:
+    """Settings that are each valid but contradict one another."""
+    errors: list[CheckMessage] = []
+    if merged["PROCESS_TIMEOUT"] <= merged["HEARTBEAT_INTERVAL"]:
+        errors.append(
+            Error(
+                "WSGROUPS['PROCESS_TIMEOUT'] must be longer than WSGROUPS['HEARTBEAT_INTERVAL'], "
+                "or live processes would be declared dead.",
+                hint="Keep PROCESS_TIMEOUT at least three heartbeat intervals.",
+                id="wsgroups.E008",
+            )
+        )
+    total = merged["MAX_CONNECTIONS"]
+    for key in ("MAX_CONNECTIONS_PER_CLIENT", "MAX_CONNECTIONS_PER_GROUP"):
+        if total is not None and merged[key] is not None and merged[key] > total:
             errors.append(
-                Error(
-                    "WSGROUPS['PROCESS_TIMEOUT'] must be longer than WSGROUPS['HEARTBEAT_INTERVAL'], "
-                    "or live processes would be declared dead.",
-                    hint="Keep PROCESS_TIMEOUT at least three heartbeat intervals.",
-                    id="wsgroups.E008",
+                Warning(
+                    f"WSGROUPS[{key!r}] ({merged[key]}) exceeds WSGROUPS['MAX_CONNECTIONS'] ({total}), "
+                    "so it can never be reached.",
+                    hint=f"Lower {key}, raise MAX_CONNECTIONS, or set {key} to None.",
+                    id="wsgroups.W004",
                 )
             )
+    rate = merged["MESSAGE_RATE"]
+    if rate is not None and merged["MESSAGE_BURST"] < rate:
+        errors.append(
+            Warning(
+                f"WSGROUPS['MESSAGE_BURST'] ({merged['MESSAGE_BURST']}) is below one second of "
+                f"WSGROUPS['MESSAGE_RATE'] ({rate}/s): a client that sends a second's worth of "
+                "messages at once is closed with 1008.",
+                hint="Set MESSAGE_BURST to at least MESSAGE_RATE.",
+                id="wsgroups.W003",
+            )
+        )
     return errors
 
 
@@ -165,4 +273,14 @@ def _value_problem(key: str, value: Any) -> str | None:
         return "must be a channel layer alias"
     if key == "HANDLER_MODE" and value not in _HANDLER_MODES:
         return f"must be one of {', '.join(map(repr, _HANDLER_MODES))}"
+    if (
+        key in _OPTIONAL_LIMITS
+        and value is not None
+        and not (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+    ):
+        return "must be a positive integer, or None for no limit"
+    if key == "MESSAGE_RATE" and value is not None and not (number and value > 0):
+        return "must be a positive number of messages per second, or None for no limit"
+    if key == "MESSAGE_BURST" and not (number and value >= 1):
+        return "must be a number of messages >= 1"
     return None

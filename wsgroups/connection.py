@@ -37,6 +37,7 @@ from .codes import CloseCode
 from .conf import conf
 from .handlers import handle
 from .handshake import fit_reason, origin_allowed, rejection_headers
+from .limits import MessageRate
 from .middleware import UPGRADE_ATTRIBUTE
 from .runtime import CLOSED, OPEN, LocalSocket, Runtime, get_runtime
 from .upgrade import WebSocketUpgrade
@@ -58,6 +59,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _unavailable(message: str) -> HttpResponse:
+    response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = "5"
+    return response
+
+
+def _log_late_decision(decision: asyncio.Future[Any]) -> None:
+    """The view of an upgrade refused for taking too long has finished; report a failure."""
+    if not decision.cancelled() and decision.exception() is not None:
+        logger.error("The view of a timed-out WebSocket upgrade failed", exc_info=decision.exception())
 
 
 class UpgradeHandler(BaseHandler):
@@ -114,20 +127,52 @@ class WebSocketApplication:
             return
         can_respond = RESPONSE_EXTENSION in (scope.get("extensions") or {})
         if runtime.shutting_down:
-            await self.send_rejection(send, HttpResponse("Server is shutting down.", status=503), None, can_respond)
+            await self.send_rejection(send, _unavailable("Server is shutting down."), None, can_respond)
             return
         origin = _header(scope, b"origin")
         if not origin_allowed(origin, settings.ALLOWED_HOSTS, conf.ALLOWED_ORIGINS):
-            logger.warning("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
+            runtime.log_refusal("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
             await self.send_rejection(send, HttpResponseForbidden("Origin not allowed."), None, can_respond)
             return
-
         client = scope.get("client") or ("", 0)
-        sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send, str(client[0] or ""))
+        address = str(client[0] or "")
+        refusal = runtime.connections.refusal(address, runtime.max_connections, runtime.max_connections_per_client)
+        if refusal is not None:
+            runtime.stats["refused_at_limit"] += 1
+            runtime.log_refusal("WebSocket upgrade to %s refused with 503: %s", scope.get("path"), refusal)
+            await self.send_rejection(send, _unavailable(f"Too many connections: {refusal}."), None, can_respond)
+            return
+        runtime.connections.add(address)
+        try:
+            await self.upgrade_and_serve(runtime, scope, receive, send, address, can_respond)
+        finally:
+            runtime.connections.discard(address)
+
+    async def upgrade_and_serve(
+        self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, address: str, can_respond: bool
+    ) -> None:
+        """Let the project's view decide within HANDSHAKE_TIMEOUT, then serve the socket."""
+        sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send, address)
         upgrade = WebSocketUpgrade(sock, scope.get("subprotocols") or ())
-        response, body = await sync_to_async(
-            self.django.get_upgrade_response, thread_sensitive=False, executor=runtime.upgrade_executor
-        )(scope, upgrade)
+        decision = asyncio.ensure_future(
+            sync_to_async(self.django.get_upgrade_response, thread_sensitive=False, executor=runtime.upgrade_executor)(
+                scope, upgrade
+            )
+        )
+        done, _ = await asyncio.wait({decision}, timeout=runtime.handshake_timeout)
+        if not done and not upgrade.upgraded:
+            # The view's thread cannot be stopped; a late send_upgrade() raises UpgradeError.
+            upgrade.expire(runtime.handshake_timeout)
+            decision.add_done_callback(_log_late_decision)
+            runtime.stats["handshake_timeouts"] += 1
+            runtime.log_refusal(
+                "WebSocket upgrade to %s refused with 503: the view took more than %.1fs to decide",
+                scope.get("path"),
+                runtime.handshake_timeout,
+            )
+            await self.send_rejection(send, _unavailable("The upgrade took too long."), None, can_respond)
+            return
+        response, body = await decision  # upgraded: the view may still be finishing its work
         if not upgrade.upgraded:
             await self.send_rejection(send, response, body, can_respond)
             return
@@ -172,6 +217,9 @@ class WebSocketApplication:
         """Feed frames to the group's handlers until the socket ends, then run its disconnect handler."""
         max_size = runtime.max_message_size
         stats = runtime.stats
+        clock = runtime.loop.time
+        rate = runtime.message_rate
+        bucket = MessageRate(rate, runtime.message_burst, clock()) if rate is not None else None
         sock.app_task = asyncio.current_task()
         try:
             while True:
@@ -190,6 +238,11 @@ class WebSocketApplication:
                 if kind != "websocket.receive" or sock.state != OPEN:
                     continue
                 stats["frames_in"] += 1
+                if bucket is not None and not bucket.allow(clock()):
+                    stats["rate_limited"] += 1
+                    logger.warning("WebSocket %s closed with 1008: more than %g messages per second", sock.id, rate)
+                    sock.close(CloseCode.POLICY_VIOLATED, f"rate limit: more than {rate:g} messages per second")
+                    continue
                 text = message.get("text")
                 payload: str | bytes
                 if text is not None:

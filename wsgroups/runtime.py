@@ -33,6 +33,7 @@ from .codes import CloseCode, ConnectionFlags
 from .conf import conf
 from .handlers import Handler, handle
 from .ids import MAX_SEQUENCE, make_id
+from .limits import ConnectionCounter
 from .transport import (
     OP_ALIVE,
     OP_BROADCAST,
@@ -325,7 +326,15 @@ class Runtime:
             "reaped": 0,
             "frames_in": 0,
             "frames_out": 0,
+            "refused_at_limit": 0,
+            "group_full": 0,
+            "rate_limited": 0,
+            "handshake_timeouts": 0,
         }
+        #: Connections of this process, handshakes in progress included, by client address.
+        self.connections = ConnectionCounter()
+        self._refusals_logged_at = -1e9
+        self._refusals_unlogged = 0
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
         self.upgrade_executor = ThreadPoolExecutor(
             max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-upgrade"
@@ -354,6 +363,24 @@ class Runtime:
         self.outgoing_buffer = conf.OUTGOING_BUFFER
         self.max_message_size = conf.MAX_MESSAGE_SIZE
         self.handler_mode = conf.HANDLER_MODE
+        self.max_connections = conf.MAX_CONNECTIONS
+        self.max_connections_per_client = conf.MAX_CONNECTIONS_PER_CLIENT
+        self.max_connections_per_group = conf.MAX_CONNECTIONS_PER_GROUP
+        self.message_rate = conf.MESSAGE_RATE
+        self.message_burst = conf.MESSAGE_BURST
+        self.handshake_timeout = conf.HANDSHAKE_TIMEOUT
+
+    def log_refusal(self, message: str, *args: Any) -> None:
+        """Log a refused connection, at most one line per 10 s: a flood must not flood the log."""
+        now = self.loop.time()
+        if now - self._refusals_logged_at < 10:
+            self._refusals_unlogged += 1
+            return
+        suppressed, self._refusals_unlogged = self._refusals_unlogged, 0
+        self._refusals_logged_at = now
+        if suppressed:
+            message += f" ({suppressed} more refusals in the last 10 s not logged)"
+        logger.warning(message, *args)
 
     def _setting_changed(self, setting: str, **kwargs: Any) -> None:
         if setting == "WSGROUPS":

@@ -9,8 +9,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 
+from .codes import CloseCode
 from .exceptions import UpgradeError
-from .handshake import accept_headers, check_subprotocol
+from .handshake import accept_headers, check_subprotocol, fit_reason
+from .limits import group_refusal
 from .runtime import LocalSocket
 from .websocket import WebSocket
 
@@ -46,6 +48,8 @@ class WebSocketUpgrade:
         self._sock = sock
         self.subprotocols: list[str] = list(subprotocols)
         self.upgraded = False
+        #: Set on the loop when the handshake timed out and the client was refused.
+        self._expired_after: float | None = None
 
     @property
     def id(self) -> int:
@@ -53,6 +57,11 @@ class WebSocketUpgrade:
 
     def __repr__(self) -> str:
         return f"<WebSocketUpgrade id={self.id} upgraded={self.upgraded}>"
+
+    def expire(self, after: float) -> None:
+        """Called on the loop when the view took longer than ``after`` seconds: the client
+        was refused, and a later ``send_upgrade()`` raises :class:`UpgradeError`."""
+        self._expired_after = after
 
     def send_upgrade(
         self,
@@ -121,9 +130,21 @@ class WebSocketUpgrade:
         message: dict[str, Any] = {"type": "websocket.accept", "subprotocol": subprotocol, "headers": pairs}
 
         def register() -> None:
+            # On the loop, so that the handshake timeout and the group count cannot race it.
+            if self._expired_after is not None:
+                raise UpgradeError(
+                    f"WebSocket {sock.id}: the view took more than {self._expired_after:g}s "
+                    "(HANDSHAKE_TIMEOUT) to upgrade; the client was refused with 503"
+                )
+            runtime = sock.runtime
+            refusal = group_refusal(group, len(runtime.groups.get(group, ())), runtime.max_connections_per_group)
+            self.upgraded = True
             sock.accept(message, held=True)
-            sock.runtime.add(sock)
+            runtime.add(sock)
+            if refusal is not None:
+                runtime.stats["group_full"] += 1
+                runtime.log_refusal("WebSocket %s closed with 1013: %s", sock.id, refusal)
+                sock.close(CloseCode.TRY_AGAIN_LATER, fit_reason(refusal))
 
-        self.upgraded = True
         sock.runtime.call(register)
         return WebSocket(sock.id)

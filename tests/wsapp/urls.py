@@ -6,6 +6,7 @@ urlpatterns = [
     path("ws/<str:group>", views.upgrade),
     path("reject", views.reject),
     path("twice", views.upgrade_twice),
+    path("slow-upgrade", views.slow_upgrade),
     path("bad-header", views.bad_header),
     path("handled-without-upgrade", views.handled_without_upgrade),
     path("private", views.private),

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from wsgroups import HANDLED, Group, WebSocket, active_websocket
 from wsgroups.exceptions import TransportError, UpgradeError
+
+from .events import record
 
 
 def upgrade(request: HttpRequest, group: str) -> HttpResponse:
@@ -78,3 +81,15 @@ def send_to(request: HttpRequest, socket_id: int) -> HttpResponse:
 
 def disconnect_group(request: HttpRequest, group: str) -> HttpResponse:
     return JsonResponse({"closed": Group(group).disconnect("bye all", code=4001)})
+
+
+def slow_upgrade(request: HttpRequest) -> HttpResponse:
+    """Decide after ``?seconds=`` seconds; records whether the late upgrade was refused."""
+    time.sleep(float(request.GET.get("seconds", "0")))
+    try:
+        ws = request.websocket.send_upgrade("echo")
+    except UpgradeError as exc:
+        record("late_upgrade_refused", error=str(exc))
+        return HttpResponse("too late", status=500)
+    ws.send(json.dumps({"id": ws.id}))
+    return HANDLED

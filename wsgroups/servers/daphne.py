@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from daphne import ws_protocol
+from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
 
 from ..conf import conf
@@ -34,6 +34,8 @@ logger = logging.getLogger("wsgroups.daphne")
 
 RESPONSE_EXTENSION = "websocket.http.response"
 _FORBIDDEN = (b"\r", b"\n", b"\x00")
+#: Seconds past HANDSHAKE_TIMEOUT before daphne itself gives up on an upgrade.
+HANDSHAKE_GRACE = 5.0
 
 
 def _check_bytes(part: object, what: str) -> bytes:
@@ -71,6 +73,13 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     _rejection: tuple[int, list[tuple[bytes, bytes]], str | None] | None = None
     last_ping: float
     _rejection_body: list[bytes]
+
+    def _connectionMade(self) -> None:
+        # autobahn aborts a handshake after openHandshakeTimeout (daphne: its connect
+        # timeout, 5 s by default); give the view HANDSHAKE_TIMEOUT and wsgroups the time to
+        # answer 503 itself.
+        self.factory.openHandshakeTimeout = conf.HANDSHAKE_TIMEOUT + HANDSHAKE_GRACE
+        super()._connectionMade()
 
     def onConnect(self, request: Any) -> Any:
         _advertise_response_extension(self.factory.server_class)
@@ -173,7 +182,8 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     def check_timeouts(self) -> None:
         """daphne's timer, without the maximum socket lifetime; pings every ``PING_INTERVAL``."""
         if self.state == self.STATE_CONNECTING:
-            if self.duration() > self.server.websocket_connect_timeout and hasattr(self, "handshake_deferred"):
+            # wsgroups refuses with 503 after HANDSHAKE_TIMEOUT; this only catches an app that never answers.
+            if self.duration() > conf.HANDSHAKE_TIMEOUT + HANDSHAKE_GRACE and hasattr(self, "handshake_deferred"):
                 self.serverReject()
         elif self.state == self.STATE_OPEN and time.time() - self.last_ping > conf.PING_INTERVAL:
             self._sendAutoPing()
@@ -216,6 +226,81 @@ def _advertise_response_extension(server: Any) -> None:
     server._wsgroups_adapted = True
 
 
+def _adapt_http_factory() -> None:
+    """Give each connection ``HANDSHAKE_TIMEOUT`` to send a complete request head.
+
+    Twisted's own timeout is an idle timeout, which a client sending a byte at a time
+    (slowloris) never reaches; its 16 KiB bound on the head stays in force.
+    """
+    if getattr(http_protocol.HTTPFactory, "_wsgroups_adapted", False):
+        return
+    build_protocol = http_protocol.HTTPFactory.buildProtocol
+
+    def build_with_deadline(factory: Any, addr: Any) -> Any:
+        wrapper = build_protocol(factory, addr)
+        channel = getattr(wrapper, "_channel", None)
+        if channel is not None and hasattr(channel, "_handlingRequest"):
+            _bound_request_heads(wrapper, channel)
+        return wrapper
+
+    http_protocol.HTTPFactory.buildProtocol = build_with_deadline
+    http_protocol.HTTPFactory._wsgroups_adapted = True
+
+
+def _bound_request_heads(wrapper: Any, channel: Any) -> None:
+    """Arm a deadline whenever the channel waits for a request head; drop it once the head is in."""
+    from twisted.internet import reactor as twisted_reactor
+
+    reactor: Any = twisted_reactor  # typed as the interface, whose methods lack self
+    deadline: list[Any] = []
+
+    def expire() -> None:
+        deadline.clear()
+        transport = channel.transport
+        if (
+            channel._handlingRequest
+            or transport is None
+            or getattr(transport, "disconnecting", False)
+            or getattr(transport, "protocol", wrapper) is not wrapper  # upgraded to a WebSocket
+        ):
+            return
+        logger.debug("Connection from %s sent no complete request head in time: 408", transport.getPeer())
+        transport.write(REQUEST_TIMEOUT_RESPONSE)
+        transport.loseConnection()
+
+    def arm() -> None:
+        deadline.append(reactor.callLater(conf.HANDSHAKE_TIMEOUT, expire))
+
+    data_received = channel.dataReceived
+    connection_lost = channel.connectionLost
+
+    def data_received_with_deadline(data: bytes) -> None:
+        if not deadline and not channel._handlingRequest:
+            arm()  # the next request of a kept-alive connection
+        data_received(data)
+        if deadline and channel._handlingRequest:
+            deadline.pop().cancel()
+
+    def connection_lost_disarmed(reason: Any) -> None:
+        while deadline:
+            call = deadline.pop()
+            if call.active():
+                call.cancel()
+        connection_lost(reason)
+
+    channel.dataReceived = data_received_with_deadline
+    channel.connectionLost = connection_lost_disarmed
+    arm()
+
+
+REQUEST_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 17\r\nConnection: close\r\n\r\nRequest Timeout.\n"
+)
+
+
 def install() -> None:
-    """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection."""
+    """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection and bound
+    the time a connection may take to send its request head."""
     ws_protocol.WebSocketFactory.protocol = WebSocketProtocol
+    _adapt_http_factory()

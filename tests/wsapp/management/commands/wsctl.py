@@ -13,7 +13,7 @@ from wsgroups.exceptions import TransportError
 
 
 class Command(BaseCommand):
-    help = "send / disconnect / is-dead / broadcast / group-disconnect / sockets, from this process"
+    help = "send / disconnect / is-dead / broadcast / group-disconnect / sockets / registry, from this process"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action")
@@ -50,6 +50,12 @@ class Command(BaseCommand):
 
                 row = Connection.objects.filter(pk=int(target)).values("state", "close_code", "close_reason").first()
                 result = row
+            elif action == "registry-between":
+                result = _registry_between(int(target), int(rest[0]))
+            elif action == "registry-path":
+                from wsgroups.models import Connection
+
+                result = Connection.objects.filter(path=target).count()
             elif action == "sockets":
                 result = sorted(ws.id for ws in Group(target).sockets())
             else:
@@ -57,3 +63,19 @@ class Command(BaseCommand):
         except TransportError as exc:
             result = {"error": "TransportError", "message": str(exc)}
         self.stdout.write(json.dumps({"result": result, "seconds": time.monotonic() - started}))
+
+
+def _registry_between(low: int, high: int, timeout: float = 10) -> dict[str, Any]:
+    """Registry rows with ``low < id < high``, counted once the row of socket ``high`` is written.
+
+    The registry is written in batches, in opening order: a socket that opened before
+    ``high`` has its row written no later than ``high``'s. ``high_written`` is False when
+    that row did not appear within ``timeout`` seconds (the count is then not conclusive).
+    """
+    from wsgroups.models import Connection
+
+    deadline = time.monotonic() + timeout
+    while not (written := Connection.objects.filter(pk=high).exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    rows = list(Connection.objects.filter(pk__gt=low, pk__lt=high).values_list("pk", "path"))
+    return {"high_written": written, "rows": rows}

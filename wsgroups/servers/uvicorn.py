@@ -1,0 +1,117 @@
+"""The uvicorn adapter: a deadline and a size bound for the request head.
+
+uvicorn starts its keep-alive timer only after a first response, so a client that sends
+a request head a byte at a time (slowloris) holds a connection for ever; and its
+httptools parser takes request heads of any size. The ASGI application sees neither:
+it is called once the head is complete. :func:`install` wraps the connection setup and
+data handling of uvicorn's HTTP protocols so that a connection whose first request head
+is not complete within ``HANDSHAKE_TIMEOUT`` gets ``408 Request Timeout``, and one whose
+head grows past :data:`MAX_REQUEST_HEAD` bytes gets ``431``. Everything else (frames,
+pings, ``--ws-max-size``) is uvicorn's own.
+
+:func:`wsgroups.asgi.get_asgi_application` calls :func:`install` when the process runs
+uvicorn.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from ..conf import conf
+
+__all__ = ["MAX_REQUEST_HEAD", "head_refusal", "install"]
+
+logger = logging.getLogger("wsgroups.uvicorn")
+
+#: Largest request line plus headers accepted, in bytes (twice nginx's default buffers).
+MAX_REQUEST_HEAD = 32 * 1024
+
+_PROTOCOL_MODULES = (
+    ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
+    ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
+)
+
+
+def head_refusal(status: int, reason: str) -> bytes:
+    """The raw response that ends a connection whose request head never became a request."""
+    body = f"{reason}.\n".encode("ascii")
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii") + body
+
+
+def _head_pending(protocol: Any) -> bool:
+    """The connection is still HTTP and between requests: a request head may be arriving."""
+    transport = getattr(protocol, "transport", None)
+    if transport is None or transport.is_closing() or transport.get_protocol() is not protocol:
+        return False
+    cycle = getattr(protocol, "cycle", None)
+    return cycle is None or bool(cycle.response_complete)
+
+
+def _refuse(protocol: Any, status: int, reason: str) -> None:
+    logger.debug("Connection from %s refused with %d: %s", getattr(protocol, "client", None), status, reason)
+    protocol.transport.write(head_refusal(status, reason))
+    protocol.transport.close()
+
+
+def _arm(protocol: Any) -> None:
+    protocol._wsgroups_head_bytes = 0
+    protocol._wsgroups_deadline = protocol.loop.call_later(conf.HANDSHAKE_TIMEOUT, _head_deadline, protocol)
+
+
+def _head_deadline(protocol: Any) -> None:
+    protocol._wsgroups_deadline = None
+    if _head_pending(protocol):
+        _refuse(protocol, 408, "Request Timeout")
+
+
+def _adapt(cls: Any) -> None:
+    if getattr(cls, "_wsgroups_adapted", False):
+        return
+    connection_made = cls.connection_made
+    data_received = cls.data_received
+    connection_lost = cls.connection_lost
+
+    def connection_made_with_deadline(self: Any, transport: Any) -> None:
+        connection_made(self, transport)
+        _arm(self)
+
+    def data_received_bounded(self: Any, data: bytes) -> None:
+        if _head_pending(self):
+            if getattr(self, "_wsgroups_deadline", None) is None:
+                _arm(self)  # the first bytes of the next request on a kept-alive connection
+            self._wsgroups_head_bytes += len(data)
+            if self._wsgroups_head_bytes > MAX_REQUEST_HEAD:
+                _refuse(self, 431, "Request Header Fields Too Large")
+                return
+        data_received(self, data)
+        deadline = getattr(self, "_wsgroups_deadline", None)
+        if deadline is not None and not _head_pending(self):
+            deadline.cancel()  # the head is complete: the request (or the upgrade) is under way
+            self._wsgroups_deadline = None
+
+    def connection_lost_disarmed(self: Any, exc: Exception | None) -> None:
+        deadline = getattr(self, "_wsgroups_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+            self._wsgroups_deadline = None
+        connection_lost(self, exc)
+
+    cls.connection_made = connection_made_with_deadline
+    cls.data_received = data_received_bounded
+    cls.connection_lost = connection_lost_disarmed
+    cls._wsgroups_adapted = True
+
+
+def install() -> None:
+    """Adapt every HTTP protocol class of the installed uvicorn (httptools and h11)."""
+    for module_name, class_name in _PROTOCOL_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # httptools or h11 not installed: uvicorn cannot use that one either
+            continue
+        _adapt(getattr(module, class_name))
