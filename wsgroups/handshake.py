@@ -128,8 +128,12 @@ def origin_allowed(origin: str | None, allowed_hosts: Sequence[str], allowed_ori
         return True
     if "*" in allowed_origins or origin in allowed_origins:
         return True
-    parsed = urlsplit(origin)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urlsplit(origin)
+        hostname = parsed.hostname
+    except ValueError:  # client input urlsplit cannot parse, such as "http://["
+        return False
+    if parsed.scheme not in ("http", "https") or not hostname:
         return False
     host, _ = split_domain_port(parsed.netloc)
     return bool(host) and validate_host(host, list(allowed_hosts))
