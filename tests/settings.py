@@ -14,7 +14,6 @@ from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, WSGROUPS
 
 
-
 def _optional_int(name: str, default: str) -> int | None:
     value = os.environ.get(name, default)
     return int(value) if value else None
@@ -44,3 +43,6 @@ WSGROUPS = {
     "HANDSHAKE_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_HANDSHAKE_TIMEOUT", "10")),
 }
 LOGIN_URL = "/accounts/login/"
+if os.environ.get("WSGROUPS_TEST_IN_MEMORY_LAYER"):
+    # A misconfiguration every process must refuse (wsgroups.E009).
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

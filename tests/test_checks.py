@@ -15,6 +15,7 @@ from wsgroups.checks import (
     routes_to_wsgroups,
     startup_errors,
 )
+from wsgroups.conf import DEFAULTS
 
 
 def ids(messages):
@@ -338,3 +339,11 @@ def test_get_asgi_application_ignores_warnings_and_silenced_errors():
     with override_settings(CHANNEL_LAYERS={}, SILENCED_SYSTEM_CHECKS=["wsgroups.E002"]):
         assert startup_errors() == []
         assert isinstance(get_asgi_application(), ProtocolRouter)
+
+
+@pytest.mark.parametrize("key", sorted(DEFAULTS))
+def test_every_setting_is_checked(key):
+    with override_settings(WSGROUPS={key: object()}):
+        messages = check_settings()
+    assert ids(messages) == ["wsgroups.E007"]
+    assert key in messages[0].msg
