@@ -518,3 +518,15 @@ def test_property_fit_reason_keeps_the_longest_whole_character_prefix(reason):
     assert len(kept.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES - 3
     assert len(reason[: len(kept) + 1].encode("utf-8")) > MAX_CLOSE_REASON_BYTES - 3
     assert check_close(1000, out) == (1000, out)
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f"])
+def test_check_header_and_cookie_reject_other_control_characters(char):
+    with pytest.raises(ValueError, match="control character"):
+        check_header("X-A", f"a{char}b")
+    with pytest.raises(ValueError, match="control character"):
+        check_cookie(f"a=b{char}")
+
+
+def test_check_header_accepts_a_tab_in_the_value():
+    assert check_header("X-A", "a\tb") == ("X-A", "a\tb")

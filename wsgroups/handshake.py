@@ -30,6 +30,9 @@ MAX_CLOSE_REASON_BYTES = 123
 # RFC 9110 token characters: a header name is one token.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _FORBIDDEN_VALUE_CHARS = ("\r", "\n", "\x00")
+# Other control characters are not allowed in a field value either (RFC 9110 5.5: only
+# visible characters, space and tab); some servers hang or split lines on them.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # The handshake headers the server computes itself; letting a view set them would
 # break the handshake or smuggle a second response.
 _RESERVED = frozenset({"upgrade", "connection", "content-length", "transfer-encoding"})
@@ -39,7 +42,8 @@ def check_header(name: object, value: object, *, argument: str = "headers") -> t
     """Validate one extra header for the 101 and return it as ``(name, value)``.
 
     Raises :class:`ValueError` naming ``argument`` for reserved names, names that are
-    not tokens, and CR, LF or NUL anywhere; :class:`TypeError` for non-strings.
+    not tokens, CR, LF or NUL anywhere and other control characters (tab aside) in the
+    value; :class:`TypeError` for non-strings.
     """
     if not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(f"{argument}: header names and values must be str, got {name!r}: {value!r}")
@@ -48,6 +52,8 @@ def check_header(name: object, value: object, *, argument: str = "headers") -> t
             raise ValueError(f"{argument}: header {part} {text!r} contains CR, LF or NUL")
     if not _TOKEN.match(name):
         raise ValueError(f"{argument}: header name {name!r} is not a valid HTTP token")
+    if _CONTROL.search(value):
+        raise ValueError(f"{argument}: header value {value!r} contains a control character")
     lowered = name.lower()
     if lowered in _RESERVED or lowered.startswith("sec-websocket-"):
         raise ValueError(f"{argument}: header {name!r} is set by the handshake and cannot be overridden")
@@ -64,6 +70,8 @@ def check_cookie(cookie: object) -> str:
         raise TypeError(f"cookies: each cookie must be a str like 'name=value', got {cookie!r}")
     if any(ch in cookie for ch in _FORBIDDEN_VALUE_CHARS):
         raise ValueError(f"cookies: cookie {cookie!r} contains CR, LF or NUL")
+    if _CONTROL.search(cookie):
+        raise ValueError(f"cookies: cookie {cookie!r} contains a control character")
     name, sep, _ = cookie.partition("=")
     if not sep or not _TOKEN.match(name.strip()):
         raise ValueError(f"cookies: {cookie!r} is not of the form 'name=value[; attributes]'")
