@@ -68,6 +68,7 @@ def test_connections_beyond_the_process_limit_are_refused_with_503(server_factor
     assert "limit of 3 connections" in body
     assert echoed == "still serving"
     assert "refused with 503: server is at its limit of 3 connections" in server.log()
+    assert "without completing handshake" not in server.log()  # no error line per refusal
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
@@ -118,7 +119,7 @@ def test_a_socket_beyond_the_group_limit_is_closed_with_1013_and_its_handler_run
     def room_disconnects(rows: list[dict[str, object]]) -> list[object]:
         return [r["id"] for r in rows if r["event"] == "disconnect" and r.get("group") == "room"]
 
-    rows = server.wait_for_events(lambda rows: len(room_disconnects(rows)) >= 3)
+    server.wait_for_events(lambda rows: len(room_disconnects(rows)) >= 3)
     time.sleep(0.3)  # a second, wrong call would land here
     gone = room_disconnects(server.events())
     assert sorted(gone) == sorted(set(gone)), "a disconnect handler ran twice"

@@ -34,6 +34,8 @@ logger = logging.getLogger("wsgroups.daphne")
 
 RESPONSE_EXTENSION = "websocket.http.response"
 _FORBIDDEN = (b"\r", b"\n", b"\x00")
+#: The one WebSocket protocol version (RFC 6455) served.
+SUPPORTED_VERSION = "13"
 #: Seconds past HANDSHAKE_TIMEOUT before daphne itself gives up on an upgrade.
 HANDSHAKE_GRACE = 5.0
 
@@ -80,6 +82,14 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         # answer 503 itself.
         self.factory.openHandshakeTimeout = conf.HANDSHAKE_TIMEOUT + HANDSHAKE_GRACE
         super()._connectionMade()
+        self.versions = [int(SUPPORTED_VERSION)]  # autobahn also serves hybi-10 (version 8)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        # RFC 6455 4.2.2: a version the server does not speak gets 426 and the one it does.
+        version = (getattr(self, "http_headers", None) or {}).get("sec-websocket-version")
+        if version is not None and version.strip() != SUPPORTED_VERSION:
+            code, responseHeaders = 426, [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
+        super().failHandshake(reason, code, responseHeaders)
 
     def onConnect(self, request: Any) -> Any:
         _advertise_response_extension(self.factory.server_class)

@@ -6,7 +6,8 @@ httptools parser takes request heads of any size. The ASGI application sees neit
 it is called once the head is complete. :func:`install` wraps the connection setup and
 data handling of uvicorn's HTTP protocols so that a connection whose first request head
 is not complete within ``HANDSHAKE_TIMEOUT`` gets ``408 Request Timeout``, and one whose
-head grows past :data:`MAX_REQUEST_HEAD` bytes gets ``431``. Everything else (frames,
+head grows past :data:`MAX_REQUEST_HEAD` bytes gets ``431``; it also adapts uvicorn's
+WebSocket protocol (see :func:`_adapt_websocket_protocol`). Everything else (frames,
 pings, ``--ws-max-size``) is uvicorn's own.
 
 :func:`wsgroups.asgi.get_asgi_application` calls :func:`install` when the process runs
@@ -25,6 +26,8 @@ __all__ = ["MAX_REQUEST_HEAD", "head_refusal", "install"]
 
 logger = logging.getLogger("wsgroups.uvicorn")
 
+#: The one WebSocket protocol version (RFC 6455) served.
+SUPPORTED_VERSION = "13"
 #: Largest request line plus headers accepted, in bytes (twice nginx's default buffers).
 MAX_REQUEST_HEAD = 32 * 1024
 
@@ -107,11 +110,69 @@ def _adapt(cls: Any) -> None:
     cls._wsgroups_adapted = True
 
 
+def _adapt_websocket_protocol(cls: Any) -> None:
+    """Three fixes to uvicorn's sans-I/O WebSocket protocol (websockets' ``ServerProtocol``):
+
+    - a ``Sec-WebSocket-Version`` other than 13 gets 426 with ``Sec-WebSocket-Version: 13``
+      (RFC 6455 4.2.2), not 400;
+    - a request head websockets cannot parse (over 128 headers, a line over 8 KiB) gets the
+      refusal websockets prepared: uvicorn writes only when an event comes, and none does,
+      so the connection hung with no answer;
+    - a refused upgrade's handshake is marked done once its response has gone out, or
+      uvicorn logs "ASGI callable returned without completing handshake." at ERROR for
+      every refusal, and a flood of refused upgrades floods the log.
+    """
+    if getattr(cls, "_wsgroups_adapted", False):
+        return
+    handle_connect = cls.handle_connect
+    data_received = cls.data_received
+    send = cls.send
+
+    def handle_connect_checking_version(self: Any, event: Any) -> None:
+        version = event.headers.get("Sec-WebSocket-Version")
+        if version is None or version.strip() == SUPPORTED_VERSION:
+            handle_connect(self, event)
+            return
+        response = self.conn.reject(426, f"WebSocket version {version} is not supported; use {SUPPORTED_VERSION}.\n")
+        response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
+        self.request = event
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
+
+    def data_received_answering_bad_heads(self: Any, data: bytes) -> None:
+        data_received(self, data)
+        if (
+            not self.handshake_initiated
+            and getattr(self.conn, "handshake_exc", None) is not None
+            and not self.transport.is_closing()
+        ):
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+    async def send_marking_refusals(self: Any, message: Any) -> None:
+        await send(self, message)
+        if message.get("type") == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+    cls.handle_connect = handle_connect_checking_version
+    cls.data_received = data_received_answering_bad_heads
+    cls.send = send_marking_refusals
+    cls._wsgroups_adapted = True
+
+
 def install() -> None:
-    """Adapt every HTTP protocol class of the installed uvicorn (httptools and h11)."""
+    """Adapt every HTTP protocol class of the installed uvicorn (httptools and h11), and
+    its sans-I/O WebSocket protocol."""
     for module_name, class_name in _PROTOCOL_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ImportError:  # httptools or h11 not installed: uvicorn cannot use that one either
             continue
         _adapt(getattr(module, class_name))
+    try:
+        sansio = importlib.import_module("uvicorn.protocols.websockets.websockets_sansio_impl")
+    except ImportError:
+        return
+    _adapt_websocket_protocol(sansio.WebSocketsSansIOProtocol)
