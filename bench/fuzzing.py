@@ -145,8 +145,10 @@ def _mask(rng: random.Random) -> bytes:
 
 
 def _size(rng: random.Random) -> int:
-    """Mostly small messages, some large, a few exactly at the limit."""
+    """Mostly small messages, some large, a few empty, a few exactly at the limit."""
     roll = rng.random()
+    if roll < 0.04:
+        return 0
     if roll < 0.55:
         return rng.randint(0, 125)
     if roll < 0.8:
@@ -165,7 +167,9 @@ _ALPHABETS = [
 
 
 def _text(rng: random.Random, size: int) -> bytes:
-    """UTF-8 text of at most ``size`` bytes (at least 1), starting with :data:`TEXT_PREFIX`."""
+    """UTF-8 text of at most ``size`` bytes, starting with :data:`TEXT_PREFIX` unless empty."""
+    if size == 0:
+        return b""
     alphabet = rng.choice(_ALPHABETS)
     out = bytearray(TEXT_PREFIX.encode())
     while True:
@@ -307,11 +311,13 @@ def _path(rng: random.Random) -> tuple[str, frozenset[int]]:
     query = ""
     if rng.random() < 0.3:
         query = "?" + rng.choice(["session=1", "subprotocol=chat", "x=%ff%fe", "a=%E2%82%AC&b=" + "z" * 50, "q=é"])
+    # The upgrade view raises (a 500) when the subprotocol it picks was not offered.
+    upgrade_statuses = frozenset({500}) if "subprotocol" in query else frozenset()
     if roll < 0.45:
-        return "/ws/echo" + query, frozenset()
+        return "/ws/echo" + query, upgrade_statuses
     if roll < 0.6:
         group = "".join(rng.choice("abcXYZ019-_~.%20") for _ in range(rng.randint(1, 40)))
-        return f"/ws/{group}" + query, frozenset()
+        return f"/ws/{group}" + query, upgrade_statuses
     if roll < 0.72:
         pieces = [rng.choice(["%ff", "%00", "%2F", "%C3%A9", "%E2%82", "é", "€", "%", "%zz", "ws", "..", "echo"])]
         pieces += [rng.choice(["/", "a", "%2e", ";", "//"]) for _ in range(rng.randint(0, 6))]
@@ -418,7 +424,7 @@ def handshake_case(seed: int, index: int, port: int = 0) -> HandshakeCase:
             headers.append((b"Sec-WebSocket-Version", rng.choice([b"8", b"12", b"14", b"13, 8", b"x"])))
         elif mutation == "origin":
             origin = rng.choice([b"null", b"http://[", b"http://[::1", b"file://", b"http://", b"ws://127.0.0.1"])
-            headers.append((b"Origin", origin))
+            headers = [(name, value) for name, value in headers if name != b"Origin"] + [(b"Origin", origin)]
         elif mutation == "protocol":
             headers.append((b"Sec-WebSocket-Protocol", rng.choice([b"chat", b"chat, other", b"", b",,,", b"\xff"])))
     lines = [request_line, *(name + b": " + value for name, value in headers)]
