@@ -220,6 +220,12 @@ DECLARED_LENGTHS = {
     "length-msb-set": (build_frame(OP_BINARY, b"abc", length=1 << 63), {"daphne": 1002, "uvicorn": 1009}),
     # A frame announcing 1 GiB: refused at once, without waiting for (or buffering) its payload.
     "length-1GiB-unsent": (build_frame(OP_BINARY, b"abc", length=1 << 30), {"daphne": 1009, "uvicorn": 1009}),
+    # Just over MAX_MESSAGE_SIZE (64 KiB in the test settings), far below the servers' own
+    # limits: the adapters make the servers refuse it from its header too.
+    "length-over-MAX_MESSAGE_SIZE-unsent": (
+        build_frame(OP_BINARY, b"abc", length=70_000),
+        {"daphne": 1009, "uvicorn": 1009},
+    ),
 }
 
 

@@ -81,6 +81,12 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         # timeout, 5 s by default); give the view HANDSHAKE_TIMEOUT and wsgroups the time to
         # answer 503 itself.
         self.factory.openHandshakeTimeout = conf.HANDSHAKE_TIMEOUT + HANDSHAKE_GRACE
+        # A frame announcing more than MAX_MESSAGE_SIZE is refused (1009) from its header,
+        # before its payload is buffered. (The message limit also bounds what autobahn
+        # sends, so it stays daphne's.)
+        limit = conf.MAX_MESSAGE_SIZE
+        if not 0 < self.factory.maxFramePayloadSize <= limit:
+            self.factory.maxFramePayloadSize = limit
         super()._connectionMade()
         self.versions = [int(SUPPORTED_VERSION)]  # autobahn also serves hybi-10 (version 8)
 

@@ -111,8 +111,10 @@ def _adapt(cls: Any) -> None:
 
 
 def _adapt_websocket_protocol(cls: Any) -> None:
-    """Three fixes to uvicorn's sans-I/O WebSocket protocol (websockets' ``ServerProtocol``):
+    """Four fixes to uvicorn's sans-I/O WebSocket protocol (websockets' ``ServerProtocol``):
 
+    - messages over ``MAX_MESSAGE_SIZE`` are refused (1009) as soon as a frame header
+      announces them, not after ``--ws-max-size`` (16 MiB) has been buffered;
     - a ``Sec-WebSocket-Version`` other than 13 gets 426 with ``Sec-WebSocket-Version: 13``
       (RFC 6455 4.2.2), not 400;
     - a request head websockets cannot parse (over 128 headers, a line over 8 KiB) gets the
@@ -124,9 +126,17 @@ def _adapt_websocket_protocol(cls: Any) -> None:
     """
     if getattr(cls, "_wsgroups_adapted", False):
         return
+    connection_made = cls.connection_made
     handle_connect = cls.handle_connect
     data_received = cls.data_received
     send = cls.send
+
+    def connection_made_with_size_limit(self: Any, transport: Any) -> None:
+        connection_made(self, transport)
+        conn = getattr(self, "conn", None)
+        limit = conf.MAX_MESSAGE_SIZE
+        if conn is not None and (conn.max_message_size is None or conn.max_message_size > limit):
+            conn.max_message_size = limit
 
     def handle_connect_checking_version(self: Any, event: Any) -> None:
         version = event.headers.get("Sec-WebSocket-Version")
@@ -156,6 +166,7 @@ def _adapt_websocket_protocol(cls: Any) -> None:
         if message.get("type") == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
 
+    cls.connection_made = connection_made_with_size_limit
     cls.handle_connect = handle_connect_checking_version
     cls.data_received = data_received_answering_bad_heads
     cls.send = send_marking_refusals
