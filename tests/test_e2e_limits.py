@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import SERVER_KINDS, Server, run_ctl
+from .conftest import ROOT, SERVER_KINDS, Server, run_ctl
 from .wsclient import close_of, raw_handshake
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +130,7 @@ def test_a_socket_beyond_the_group_limit_is_closed_with_1013_and_its_handler_run
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_a_client_sending_faster_than_the_message_rate_is_closed_with_1008(
-    server_factory: ServerFactory, kind: str
+    server_factory: ServerFactory, base_env: dict[str, str], kind: str
 ) -> None:
     server = _limited(server_factory, kind, message_rate="5", message_burst="10")
 
@@ -163,6 +165,21 @@ def test_a_client_sending_faster_than_the_message_rate_is_closed_with_1008(
     rows = server.wait_for_events(lambda rows: any(r.get("id") == flooder_id for r in rows))
     assert sum(1 for r in rows if r["event"] == "disconnect" and r["id"] == flooder_id) == 1
     assert f"WebSocket {flooder_id} closed with 1008" in server.log()
+    # Counted, and reported with the process's heartbeat (manage.py wsstatus, the admin).
+    assert _limit_events_of(server, base_env).get("rate_limited") == 1
+
+
+def _limit_events_of(server: Server, env: dict[str, str], timeout: float = 15) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(
+            [sys.executable, "manage.py", "wsstatus", "--json"], cwd=ROOT, env=env, capture_output=True, timeout=60
+        )
+        status = json.loads(done.stdout)
+        events = next((p["limit_events"] for p in status["processes"] if p["pid"] == server.process.pid), {})
+        if events or time.monotonic() > deadline:
+            return dict(events)
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)

@@ -138,3 +138,26 @@ def test_format_status_aligns_columns_and_says_never_without_heartbeat() -> None
         "  chat  10",
         "  x     1",
     ]
+
+
+def test_format_limit_events_lists_only_what_happened():
+    from wsgroups.status import format_limit_events
+
+    assert format_limit_events({}) == ""
+    assert format_limit_events({"rate_limited": 0}) == ""
+    assert format_limit_events({"rate_limited": 2, "group_full": 1}) == "limits: 1 group_full, 2 rate_limited"
+
+
+def test_format_status_shows_a_process_s_limit_events() -> None:
+    process = ProcessStatus(
+        id=3,
+        kind="server",
+        hostname="h",
+        pid=9,
+        heartbeat_age=1.0,
+        live=True,
+        sockets=0,
+        limit_events={"rate_limited": 4},
+    )
+    line = format_status(ClusterStatus(processes=[process], groups={}, sockets=0)).splitlines()[1]
+    assert line.endswith("0 in/s, 0 out/s  limits: 4 rate_limited")

@@ -26,7 +26,7 @@ from .codes import CloseCode
 from .exceptions import TransportError
 from .handshake import check_close
 from .models import BroadcastSubscription, Connection, Process
-from .status import collect_status, is_live
+from .status import collect_status, format_limit_events, is_live
 from .websocket import WebSocket
 
 __all__ = ["BroadcastSubscriptionAdmin", "ConnectionAdmin", "DisconnectForm", "ProcessAdmin", "SendMessageForm"]
@@ -257,7 +257,7 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
 class ProcessAdmin(ReadOnlyAdminMixin, ProcessModelAdmin):
     """Processes that joined the cluster, read-only; ``live`` applies the cluster's liveness rule."""
 
-    list_display = ("id", "kind", "hostname", "pid", "started_at", "heartbeat_age", "stopped_at", "live")
+    list_display = ("id", "kind", "hostname", "pid", "started_at", "heartbeat_age", "stopped_at", "live", "limits")
     list_filter = ("kind",)
     search_fields = ("hostname", "pid__exact")
 
@@ -271,6 +271,10 @@ class ProcessAdmin(ReadOnlyAdminMixin, ProcessModelAdmin):
     @admin.display(description="live", boolean=True)
     def live(self, process: Process) -> bool:
         return is_live(process, timezone.now())
+
+    @admin.display(description="refused or closed by limits")
+    def limits(self, process: Process) -> str:
+        return format_limit_events(process.limit_events or {}).removeprefix("limits: ") or "-"
 
 
 @admin.register(BroadcastSubscription)

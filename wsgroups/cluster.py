@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
@@ -87,13 +87,24 @@ def allocate_block(process_id: int) -> int:
     return int(IdBlock.objects.create(process_id=process_id).pk)
 
 
-def heartbeat(process_id: int, messages_in_per_s: float = 0.0, messages_out_per_s: float = 0.0) -> bool:
-    """Refresh this process's heartbeat and message rates; False if another process already declared it dead."""
+def heartbeat(
+    process_id: int,
+    messages_in_per_s: float = 0.0,
+    messages_out_per_s: float = 0.0,
+    limit_events: dict[str, int] | None = None,
+) -> bool:
+    """Refresh this process's heartbeat, message rates and limit counts; False if another
+    process already declared it dead."""
     from .models import Process
 
-    updated = Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(
-        heartbeat_at=timezone.now(), messages_in_per_s=messages_in_per_s, messages_out_per_s=messages_out_per_s
-    )
+    fields: dict[str, Any] = {
+        "heartbeat_at": timezone.now(),
+        "messages_in_per_s": messages_in_per_s,
+        "messages_out_per_s": messages_out_per_s,
+    }
+    if limit_events is not None:
+        fields["limit_events"] = limit_events
+    updated = Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(**fields)
     return bool(updated)
 
 

@@ -23,6 +23,9 @@ class Process(models.Model):
     #: Frames received from and sent to clients per second over the last heartbeat interval.
     messages_in_per_s = models.FloatField(default=0.0)
     messages_out_per_s = models.FloatField(default=0.0)
+    #: Connections refused and sockets closed by the limits since the process started, by
+    #: reason (see :data:`wsgroups.runtime.LIMIT_COUNTERS`); written with each heartbeat.
+    limit_events = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]

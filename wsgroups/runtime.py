@@ -48,7 +48,7 @@ from .transport import (
     make_layer,
 )
 
-__all__ = ["LocalSocket", "Runtime", "current_runtime", "get_runtime"]
+__all__ = ["LIMIT_COUNTERS", "LocalSocket", "Runtime", "current_runtime", "get_runtime"]
 
 logger = logging.getLogger("wsgroups")
 
@@ -57,6 +57,11 @@ T = TypeVar("T")
 ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 CONNECTING, OPEN, CLOSING, CLOSED = "connecting", "open", "closing", "closed"
+
+#: The stats a process reports with its heartbeat (``Process.limit_events``): upgrades
+#: refused at a connection limit or for a slow view, sockets closed for a full group, for
+#: their message rate, or for not reading.
+LIMIT_COUNTERS = ("refused_at_limit", "handshake_timeouts", "group_full", "rate_limited", "outbox_overflows")
 
 #: The socket whose handler runs (``WebSocket.current``); holds a ``WebSocket``.
 current_socket: contextvars.ContextVar[Any] = contextvars.ContextVar("wsgroups_current", default=None)
@@ -611,7 +616,8 @@ class Runtime:
                     (self.stats["frames_out"] - frames_out) / elapsed,
                 )
                 counted_at, frames_in, frames_out = now, self.stats["frames_in"], self.stats["frames_out"]
-                if not await in_thread(cluster.heartbeat)(self.process_id, *rates):
+                limit_events = {name: self.stats[name] for name in LIMIT_COUNTERS if self.stats[name]}
+                if not await in_thread(cluster.heartbeat)(self.process_id, *rates, limit_events):
                     await self._rejoin()
                 for socket_id, group, session_key in await in_thread(cluster.reap_dead_processes)(self.process_id):
                     await self._reaped_disconnect(socket_id, group, session_key)

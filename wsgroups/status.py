@@ -1,11 +1,12 @@
 """The state of the cluster as the database records it: live processes (heartbeat age,
-messages in and out per second), open sockets per group and per process.
+messages in and out per second, refusals by the limits), open sockets per group and per
+process.
 
 Used by ``manage.py wsstatus`` and the admin's summary."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 from .conf import conf
 from .models import Connection, Process
 
-__all__ = ["ClusterStatus", "ProcessStatus", "collect_status", "format_status", "is_live"]
+__all__ = ["ClusterStatus", "ProcessStatus", "collect_status", "format_limit_events", "format_status", "is_live"]
 
 
 def is_live(process: Process, now: datetime) -> bool:
@@ -41,6 +42,8 @@ class ProcessStatus:
     #: Frames received from and sent to clients per second, over the last heartbeat interval.
     messages_in_per_s: float = 0.0
     messages_out_per_s: float = 0.0
+    #: Refusals and closes by the limits since the process started, by reason.
+    limit_events: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ def collect_status(now: datetime | None = None) -> ClusterStatus:
             sockets=per_process.get(process.pk, 0),
             messages_in_per_s=process.messages_in_per_s,
             messages_out_per_s=process.messages_out_per_s,
+            limit_events=dict(process.limit_events or {}),
         )
         for process in processes
     ]
@@ -106,6 +110,12 @@ def _table(rows: list[list[str]]) -> list[str]:
     ]
 
 
+def format_limit_events(events: dict[str, int]) -> str:
+    """``{"rate_limited": 2}`` as ``limits: 2 rate_limited``; empty when nothing was refused."""
+    parts = [f"{count} {name}" for name, count in sorted(events.items()) if count]
+    return f"limits: {', '.join(parts)}" if parts else ""
+
+
 def format_status(status: ClusterStatus) -> str:
     """``status`` as aligned plain text: processes with heartbeat age, then sockets per group."""
     live = sum(1 for process in status.processes if process.live)
@@ -119,7 +129,14 @@ def format_status(status: ClusterStatus) -> str:
                 f"heartbeat {_age(process.heartbeat_age)}",
                 f"{process.sockets} open socket{'' if process.sockets == 1 else 's'}",
                 f"{process.messages_in_per_s:.0f} in/s, {process.messages_out_per_s:.0f} out/s",
-                "" if process.live else "DEAD (sockets not reaped yet)",
+                "  ".join(
+                    part
+                    for part in (
+                        format_limit_events(process.limit_events),
+                        "" if process.live else "DEAD (sockets not reaped yet)",
+                    )
+                    if part
+                ),
             ]
             for process in status.processes
         ]
