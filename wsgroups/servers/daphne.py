@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any
 
+from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
 
@@ -99,6 +100,13 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
 
     def onConnect(self, request: Any) -> Any:
         _advertise_response_extension(self.factory.server_class)
+        # daphne decodes these as ASCII and answers a failure with a 500 that quotes the
+        # exception; a client sending them gets a plain 400.
+        if not request.path.isascii() or any(
+            not name.isascii() or (name.lower() == "sec-websocket-protocol" and not value.isascii())
+            for name, value in request.headers.items()
+        ):
+            raise ConnectionDeny(400, "Bad Request")  # type: ignore[no-untyped-call]
         return super().onConnect(request)
 
     def onOpen(self) -> None:
@@ -126,6 +134,15 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
             reason = (message.get("reason") or "").encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
             # sendCloseFrame, unlike sendClose, does not restrict the code to 1000/3000-4999.
             self.sendCloseFrame(code=code, reasonUtf8=reason or None)
+        elif kind == "websocket.send" and self.state == self.STATE_OPEN:
+            # daphne's own handler tests the payload's truth, so empty messages never left.
+            data, text = message.get("bytes"), message.get("text")
+            if data is not None and text is not None:
+                raise ValueError("websocket.send carries both bytes and text")
+            if data is not None:
+                self.serverSend(data, True)
+            elif text is not None:
+                self.serverSend(text, False)
         elif kind == "websocket.http.response.start" and connecting and self._rejection is None:
             self._rejection = (message["status"], list(message.get("headers") or []), message.get("reason"))
             self._rejection_body = []
