@@ -212,3 +212,14 @@ def test_a_burst_larger_than_the_outgoing_buffer_reaches_a_client_that_keeps_rea
             return [await asyncio.wait_for(ws.recv(), 10) for _ in range(5000)]
 
     assert asyncio.run(scenario()) == [f"flood {i}" for i in range(5000)]
+
+
+def test_empty_text_and_binary_messages_go_both_ways(server: Server) -> None:
+    async def scenario() -> list[object]:
+        ws, _ = await _open(server)
+        async with ws:
+            await ws.send("")
+            await ws.send(b"")
+            return [await ws.recv(), await ws.recv()]
+
+    assert asyncio.run(scenario()) == ["", b""]

@@ -245,3 +245,18 @@ INVALID_UTF8 = {
 @pytest.mark.parametrize("hostile", INVALID_UTF8.values(), ids=INVALID_UTF8.keys())
 def test_invalid_utf8_closes_1007_and_disconnects_once(server: Server, hostile: bytes) -> None:
     _assert_closed_with(server, hostile, 1007)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[("Sec-WebSocket-Protocol", "chat\xff")], [("X-N\xe4me", "v")]],
+    ids=["non-ascii-subprotocol", "non-ascii-header-name"],
+)
+def test_non_ascii_handshake_parts_are_a_plain_refusal(server: Server, base_env: dict[str, str], extra) -> None:
+    with _nothing_opened(server, base_env):
+        response = send_raw_request(
+            server.port, handshake_request(server.port, "/ws/echo", websocket_headers(extra=extra))
+        )
+        assert response is not None, "the connection closed without an answer"
+        assert 400 <= response.status < 500, response.status_line
+        assert b"codec" not in response.body and "codec" not in response.status_line  # no exception text
