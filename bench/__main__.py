@@ -25,8 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import client
-from bench.report import table, write_jsonl
-from bench.scenarios import SCENARIOS, Context, Options, Record, run_scenario
+from bench.report import samples_table, table, write_jsonl
+from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Context, Options, Record, run_scenario
 from bench.servers import LOOPBACK, ROOT, SERVER_KINDS, ProcessGroup, redis_answers, run_command
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.jsonl"
@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server", choices=SERVER_KINDS, default="daphne")
     parser.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)",
+        default=",".join(DEFAULT_SCENARIOS),
+        help=f"comma-separated, from: {', '.join(SCENARIOS)}, or all (default: all but soak)",
     )
     parser.add_argument(
         "--private-redis",
@@ -80,9 +80,10 @@ async def run(
     redis_url: str | None,
     log_dir: Path,
     db_dir: Path,
+    samples: list[dict[str, Any]],
 ) -> list[Record]:
     """Set up Redis (``redis_url``, or a private one when None) and the database, then run
-    ``names`` against their targets in order."""
+    ``names`` against their targets in order; time series go to ``samples``."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.settings",
@@ -104,7 +105,7 @@ async def run(
             redis_url = f"redis://{LOOPBACK}:{private.port}/0"
         env["REDIS_URL"] = os.environ["REDIS_URL"] = redis_url
         await run_command([sys.executable, "manage.py", "migrate", "--noinput"], env, 300)
-        ctx = Context(options, processes, env)
+        ctx = Context(options, processes, env, samples=samples)
         for name in names:
             _, _, targets = SCENARIOS[name]
             for target in targets:
@@ -130,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = _options(args)
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    if names == ["all"]:
+        names = list(SCENARIOS)
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    biggest = max(options.broadcast_sockets, options.ids_sockets, options.tick_sockets, options.memory_sockets)
+    soak = options.soak_sockets + int(options.soak_churn_per_minute)
+    biggest = max(options.broadcast_sockets, options.ids_sockets, options.tick_sockets, options.memory_sockets, soak)
     fd_limit = client.raise_fd_limit(biggest + 4096)
     signal.signal(signal.SIGTERM, _on_sigterm)
     log_dir = args.out.parent / "logs"
@@ -141,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     for old_log in log_dir.glob("*.log"):
         old_log.unlink()
     started = datetime.datetime.now(datetime.UTC)
+    samples: list[dict[str, Any]] = []
+    redis_url = None if args.private_redis else args.redis_url
     with tempfile.TemporaryDirectory(prefix="wsgroups-bench-") as db_dir:
-        records = _run_loop(run(options, names, None if args.private_redis else args.redis_url, log_dir, Path(db_dir)))
+        records = _run_loop(run(options, names, redis_url, log_dir, Path(db_dir), samples))
     command = shlex.join([Path(sys.executable).name, "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     run_info = {
         "started": started.isoformat(timespec="seconds"),
@@ -151,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         "fd_limit": fd_limit,
         "logs": str(log_dir),
     }
-    write_jsonl(args.out, run_info, options, records)
+    write_jsonl(args.out, run_info, options, records, samples)
     print(table(records))
+    if samples:
+        print("\n" + samples_table(samples))
     print(f"\nraw results: {args.out}  server logs: {log_dir}")
     return 1 if any(record.status == "error" for record in records) else 0
 

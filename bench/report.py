@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.scenarios import Options, Record
 
-__all__ = ["PACKAGES", "machine", "table", "write_jsonl"]
+__all__ = ["PACKAGES", "machine", "samples_table", "table", "write_jsonl"]
 
 PACKAGES = ("Django", "channels", "channels-redis", "daphne", "uvicorn", "websockets", "redis", "Twisted")
 TARGETS = ("wsgroups", "bare", "raw")
@@ -81,11 +81,40 @@ def table(records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-def write_jsonl(path: Path, run: dict[str, Any], options: Options, records: list[Record]) -> None:
-    """Write a ``run`` line (machine, options, command) and one ``result`` line per record."""
+def samples_table(samples: list[dict[str, Any]]) -> str:
+    """A Markdown table of time series samples, one row per sample: seconds since the load
+    started, sockets open, messages sent and received so far, then per server process
+    its RSS (MiB), open file descriptors and the sockets open on it."""
+    if not samples:
+        return ""
+    names = [server["name"] for server in samples[0]["servers"]]
+    headers = ["scenario", "t (s)", "open sockets", "sent", "received"]
+    for name in names:
+        headers += [f"{name} RSS (MiB)", f"{name} fds", f"{name} sockets"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for sample in samples:
+        cells = [sample["scenario"], f"{sample['t']:.0f}", f"{sample['open']:,}"]
+        cells += [f"{sample['sent']:,}", f"{sample['received']:,}"]
+        for server in sample["servers"]:
+            cells += [f"{server['rss_mib']:.1f}", f"{server['fds']:,}", f"{server['sockets']:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_jsonl(
+    path: Path,
+    run: dict[str, Any],
+    options: Options,
+    records: list[Record],
+    samples: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write a ``run`` line (machine, options, command), one ``result`` line per record and
+    one ``sample`` line per time series sample."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as out:
         head = {"type": "run", **run, "options": dataclasses.asdict(options), "machine": machine()}
         out.write(json.dumps(head) + "\n")
         for record in records:
             out.write(json.dumps({"type": "result", **dataclasses.asdict(record)}) + "\n")
+        for sample in samples or []:
+            out.write(json.dumps({"type": "sample", **sample}) + "\n")

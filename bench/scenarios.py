@@ -27,7 +27,7 @@ from bench import client
 from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
 from bench.servers import LOOPBACK, ManagedProcess, ProcessGroup, run_command
 
-__all__ = ["NOT_AVAILABLE", "SCENARIOS", "Context", "Options", "Record", "run_scenario"]
+__all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "SCENARIOS", "Context", "Options", "Record", "run_scenario"]
 
 NOT_AVAILABLE = "not available yet"
 #: File descriptors the client keeps free for everything but its connections.
@@ -73,6 +73,17 @@ class Options:
     probe_timeout: float = 5.0
     timeout: float = 300.0
     idle: float = 5.0
+    soak_duration: float = 600.0
+    soak_sample: float = 10.0
+    soak_warmup: float = 60.0
+    soak_margin: float = 120.0
+    soak_servers: int = 2
+    soak_sockets: int = 1000
+    soak_churn_per_minute: float = 300.0
+    soak_churn_life: float = 5.0
+    soak_drain: float = 3.0
+    soak_broadcast_interval: float = 0.25
+    soak_ids_interval: float = 1.0
 
 
 @dataclass
@@ -83,6 +94,8 @@ class Context:
     processes: ProcessGroup
     env: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    #: Time series of long scenarios (the soak's samples), written to the results file.
+    samples: list[dict[str, object]] = field(default_factory=list)
 
 
 def _mib(kib: int) -> float:
@@ -401,6 +414,13 @@ async def ceiling(ctx: Context, target: str) -> list[Record]:
             await client.close_all(opened.connections, ctx.options.concurrency)
 
 
+async def soak(ctx: Context, target: str) -> list[Record]:
+    """Churn, group broadcasts and sends by ID at once for a long time (:mod:`bench.soak`)."""
+    from bench.soak import soak as run_soak
+
+    return await run_soak(ctx, target)
+
+
 Scenario = Callable[[Context, str], Awaitable[list[Record]]]
 
 #: option name → (title in the table, scenario, targets it runs against)
@@ -412,7 +432,10 @@ SCENARIOS: dict[str, tuple[str, Scenario, tuple[str, ...]]] = {
     "churn": ("churn", churn, ("wsgroups", "bare")),
     "memory": ("memory", memory, ("wsgroups", "bare")),
     "ceiling": ("ceiling", ceiling, ("raw",)),
+    "soak": ("soak", soak, ("wsgroups", "bare")),
 }
+#: What ``python -m bench`` runs without ``--scenarios``: all but the long soak.
+DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "soak")
 
 
 async def run_scenario(ctx: Context, name: str, target: str) -> list[Record]:

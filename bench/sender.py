@@ -8,7 +8,16 @@ Kinds:
 - ``wsgroups-group``: ``Group("bench").broadcast(...)`` M times;
 - ``wsgroups-ids``: M rounds of ``WebSocket(id).send(...)`` to every ID in
   :data:`bench.registry.WSGROUPS_KEY`;
-- ``wsgroups-subscribe``: a ``BroadcastSubscription`` row for every stored ID.
+- ``wsgroups-subscribe``: a ``BroadcastSubscription`` row for every stored ID;
+- ``soak-group``: for ``--duration`` seconds, one ``Group("bench").broadcast`` every
+  ``--interval`` seconds, text ``g <seq>``;
+- ``soak-ids``: for ``--duration`` seconds, every ``--interval`` seconds a round of
+  ``WebSocket(id).send`` to every ID stored at that moment, text ``i <round> <id>``.
+
+The soak kinds write one JSON line per call (broadcast) or round (IDs) to ``--log``:
+``seq``, ``t0`` and ``t1`` (``time.monotonic()`` before and after, comparable with the
+client's clock on the same machine), ``accepted``, and for rounds the ``ids`` addressed;
+they add what was accepted to the Redis counter :data:`SOAK_SENT_KEY` as they go.
 
 Message ``seq`` is ``<seq:06d>`` padded with ``x`` to ``--size`` characters. It prints one
 JSON object: ``targets`` (sockets addressed), ``sent`` (calls made), ``accepted`` (what the
@@ -26,12 +35,21 @@ import time
 from typing import Any
 
 GROUP = "bench"
-KINDS = ("bare-group", "bare-ids", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe")
+SOAK_KINDS = ("soak-group", "soak-ids")
+KINDS = ("bare-group", "bare-ids", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe", *SOAK_KINDS)
+#: Redis counter of the messages the soak senders have had accepted so far.
+SOAK_SENT_KEY = "bench:soak:sent"
 
 
 def message(seq: int, size: int) -> str:
     """The text of message ``seq``, ``size`` characters long (at least the 6 digits)."""
     return f"{seq:06d}".ljust(size, "x")
+
+
+def soak_message(kind: str, seq: int, size: int, socket_id: int | None = None) -> str:
+    """A soak message: ``g <seq>`` or ``i <seq> <id>``, padded with ``x`` to ``size``."""
+    head = f"{kind} {seq}" if socket_id is None else f"{kind} {seq} {socket_id}"
+    return f"{head} ".ljust(size, "x")
 
 
 def _setup() -> None:
@@ -118,16 +136,58 @@ def _wsgroups(kind: str, messages: int, size: int) -> dict[str, Any]:
     return result
 
 
+def _soak(kind: str, duration: float, interval: float, size: int, log_path: str) -> dict[str, Any]:
+    """Send for ``duration`` seconds, one call or round every ``interval`` seconds (at most
+    ``duration / interval + 1`` of them); log each one as it completes."""
+    from bench.registry import WSGROUPS_KEY, sync_client
+    from wsgroups import Group, WebSocket
+
+    redis = sync_client()
+    result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0, "calls": 0}
+    started = time.monotonic()
+    end = started + duration
+    with open(log_path, "w") as log:
+        for seq in range(int(duration / interval) + 1):
+            due = started + seq * interval
+            if due >= end:
+                break
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            entry: dict[str, Any] = {"seq": seq, "t0": time.monotonic()}
+            if kind == "soak-group":
+                accepted = Group(GROUP).broadcast(soak_message("g", seq, size))
+                result["sent"] += 1
+            else:
+                ids = [int(member) for member in redis.smembers(WSGROUPS_KEY)]
+                accepted = sum(bool(WebSocket(i).send(soak_message("i", seq, size, i))) for i in ids)
+                result["sent"] += len(ids)
+                result["targets"] = max(result["targets"], len(ids))
+                entry["ids"] = ids
+            entry["t1"] = time.monotonic()
+            entry["accepted"] = accepted
+            result["accepted"] += accepted
+            result["calls"] += 1
+            redis.incrby(SOAK_SENT_KEY, accepted)
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sender", description=__doc__)
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--messages", type=int, default=1)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=300.0, help="give up retrying after this")
+    parser.add_argument("--duration", type=float, default=10.0, help="soak kinds: seconds to keep sending")
+    parser.add_argument("--interval", type=float, default=1.0, help="soak kinds: seconds between calls")
+    parser.add_argument("--log", default=os.devnull, help="soak kinds: JSON lines log of every call")
     args = parser.parse_args(argv)
     _setup()
     started = time.monotonic()
-    if args.kind.startswith("bare-"):
+    if args.kind in SOAK_KINDS:
+        result = _soak(args.kind, args.duration, args.interval, args.size, args.log)
+    elif args.kind.startswith("bare-"):
         deadline = started + args.timeout
         result = asyncio.run(_bare(args.kind, args.messages, args.size, deadline))
     else:

@@ -12,7 +12,9 @@ def bench_ws(request: HttpRequest) -> HttpResponse:
     """Upgrade into group ``bench``; its ID joins the Redis set :data:`WSGROUPS_KEY`.
 
     With ``?store=0`` (echo and churn, which address no socket from outside) the socket
-    joins ``bench-plain`` instead and nothing is stored, as the baseline does then.
+    joins ``bench-plain`` instead and nothing is stored, as the baseline does then. With
+    ``?hello=1`` (the soak) the socket's first frame is ``hello <id>``, so the client
+    knows which ID each of its connections has.
     """
     if not request.websocket:  # type: ignore[attr-defined]
         return HttpResponse("WebSocket only.", status=400)
@@ -20,5 +22,7 @@ def bench_ws(request: HttpRequest) -> HttpResponse:
         request.websocket.send_upgrade("bench-plain")  # type: ignore[attr-defined]
         return HANDLED
     ws = request.websocket.send_upgrade("bench")  # type: ignore[attr-defined]
+    if request.GET.get("hello") == "1":
+        ws.send(f"hello {ws.id}")
     sync_client().sadd(WSGROUPS_KEY, ws.id)
     return HANDLED
