@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from .conftest import ROOT, SERVER_KINDS, Server, run_ctl
-from .wsclient import close_of, raw_handshake
+from .wsclient import RawResponse, close_of, handshake_request, raw_handshake, send_raw_request, websocket_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -28,24 +28,6 @@ def _limited(server_factory: ServerFactory, kind: str, **limits: str) -> Server:
 async def _open(server: Server, group: str = "echo", **kwargs: object) -> tuple[ClientConnection, int]:
     ws = await connect(f"{server.url}/ws/{group}", **kwargs)  # type: ignore[arg-type]
     return ws, int(json.loads(await ws.recv())["id"])
-
-
-def _handshake_from(address: str, port: int, path: str) -> tuple[int, bytes]:
-    """Upgrade from a given loopback source address; the status and the start of the body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(address, 0)) as sock:
-        sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
@@ -79,18 +61,20 @@ def test_connections_beyond_the_per_client_limit_are_refused_for_that_address_on
 ) -> None:
     server = _limited(server_factory, kind, max_connections_per_client="2")
 
-    async def scenario() -> tuple[int, int, bytes]:
+    async def scenario() -> tuple[RawResponse, RawResponse]:
         first = [(await _open(server))[0] for _ in range(2)]
-        own, body = await asyncio.to_thread(_handshake_from, "127.0.0.1", server.port, "/ws/echo")
-        other, _ = await asyncio.to_thread(_handshake_from, "127.0.0.2", server.port, "/ws/echo")
+        own = await asyncio.to_thread(raw_handshake, server.port, "/ws/echo", source="127.0.0.1")
+        other = await asyncio.to_thread(raw_handshake, server.port, "/ws/echo", source="127.0.0.2")
+        for response in (own, other):
+            response.close()
         for ws in first:
             await ws.close()
-        return own, other, body
+        return own, other
 
-    own, other, body = asyncio.run(scenario())
-    assert own == 503
-    assert b"client address is at its limit of 2 connections" in body
-    assert other == 101
+    own, other = asyncio.run(scenario())
+    assert own.status == 503
+    assert b"client address is at its limit of 2 connections" in own.body
+    assert other.status == 101
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
@@ -262,19 +246,11 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_with_408(server_factory
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_an_oversized_request_head_is_refused_without_upgrading(server_factory: ServerFactory, kind: str) -> None:
     server = server_factory(kind)
-    head = (
-        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Big: {'b' * 40000}\r\n\r\n"
-    )
-    answer = b""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        try:
-            sock.sendall(head.encode())
-            while chunk := sock.recv(4096):
-                answer += chunk
-        except ConnectionResetError:  # the refusal and close overtook the rest of the request
-            pass
-    status_line = answer.partition(b"\r\n")[0].decode("latin-1")
+    request = handshake_request(server.port, "/ws/echo", websocket_headers(extra=[("X-Big", "b" * 40000)]))
+    response = send_raw_request(server.port, request)  # None: refused and reset before it was read
+    if response is not None:
+        response.close()
+    status_line = response.status_line if response is not None else ""
     # Twisted refuses heads over 16 KiB with 400; uvicorn's adapter those over 32 KiB with
     # 431. Either may reset the connection before the client reads the answer.
     expected = "HTTP/1.1 400 " if kind == "daphne" else "HTTP/1.1 431 "

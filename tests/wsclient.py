@@ -37,11 +37,29 @@ class RawResponse:
         self.sock.close()
 
 
+def _parse_head(data: bytes, sock: socket.socket) -> RawResponse:
+    """The response head in ``data`` and what followed it so far."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    head_lines = head.decode("latin-1").split("\r\n")
+    headers = []
+    for line in head_lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    return RawResponse(head_lines[0], headers, rest, sock)
+
+
 def raw_handshake(
-    port: int, path: str, extra_headers: dict[str, str] | None = None, timeout: float = 10
+    port: int,
+    path: str,
+    extra_headers: dict[str, str] | None = None,
+    timeout: float = 10,
+    source: str | None = None,
 ) -> RawResponse:
-    """Send an upgrade request over a plain socket and parse the response head (and body)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    """Send an upgrade request over a plain socket (from loopback address ``source``, if
+    given) and parse the response head (and body)."""
+    sock = socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
+    )
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1",
@@ -59,13 +77,7 @@ def raw_handshake(
         if not chunk:
             break
         data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    head_lines = head.decode("latin-1").split("\r\n")
-    headers = []
-    for line in head_lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip(), value.strip()))
-    response = RawResponse(head_lines[0], headers, rest, sock)
+    response = _parse_head(data, sock)
     length = response.header("Content-Length")
     if response.status != 101 and length:
         while len(response.body) < int(length[0]):
@@ -302,17 +314,11 @@ def send_raw_request(port: int, request: bytes, timeout: float = 10) -> RawRespo
         except TimeoutError:
             sock.close()
             raise TimeoutError(f"no answer and no close within {timeout} s (got {bytes(data)!r})") from None
-    head, _, rest = bytes(data).partition(b"\r\n\r\n")
-    head_lines = head.decode("latin-1").split("\r\n")
-    headers = []
-    for line in head_lines[1:]:
-        name, _, value = line.partition(":")
-        headers.append((name.strip(), value.strip()))
-    response = RawResponse(head_lines[0], headers, rest, sock)
+    response = _parse_head(bytes(data), sock)
     if response.status == 101:
         return response
     length = response.header("Content-Length")
-    body = bytearray(rest)
+    body = bytearray(response.body)
     while len(body) < (int(length[0]) if length else 1 << 20):
         try:
             _recv_into(sock, body, deadline)
