@@ -53,6 +53,9 @@ def test_connections_beyond_the_process_limit_are_refused_with_503(server_factor
     assert echoed == "still serving"
     assert "refused with 503: server is at its limit of 3 connections" in server.log()
     assert "without completing handshake" not in server.log()  # no error line per refusal
+    assert "Exception inside application" not in server.log()
+    if kind == "daphne":
+        assert '"WSREJECT /ws/echo"' in server.log()  # daphne's access log has the refusal
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)

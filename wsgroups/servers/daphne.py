@@ -210,7 +210,10 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
             del self.handshake_deferred
         self.dropConnection(abort=False)
         self.server.protocol_disconnected(self)
-        self.server.log_action("websocket", "rejected", {"path": self.request.path, "status": status})
+        address = getattr(self, "client_addr", None)
+        client = f"{address[0]}:{address[1]}" if address else None
+        # daphne's access log reads "client" and "path" of every websocket action.
+        self.server.log_action("websocket", "rejected", {"path": self.request.path, "client": client, "status": status})
 
     def check_timeouts(self) -> None:
         """daphne's timer, without the maximum socket lifetime; pings every ``PING_INTERVAL``."""
