@@ -209,3 +209,11 @@ def test_new_session_gets_its_cookie_on_the_101(server: Server) -> None:
         assert any(cookie.startswith("sessionid=") for cookie in response.header("Set-Cookie"))
     finally:
         response.close()
+
+
+def test_handled_returned_to_a_plain_http_request_is_a_500(server: Server) -> None:
+    # Its 101 would leave an HTTP client waiting for a protocol switch that never comes.
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{server.http}/handled-without-upgrade", timeout=10)
+    assert caught.value.code == 500
+    assert b"not a WebSocket upgrade" in caught.value.read()

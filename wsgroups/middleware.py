@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase, HttpResponseServerError
 
 __all__ = ["WebSocketMiddleware"]
+
+logger = logging.getLogger("wsgroups")
 
 #: Attribute under which the ASGI shell leaves the upgrade object on an upgrade request.
 UPGRADE_ATTRIBUTE = "_wsgroups_upgrade"
@@ -31,8 +34,19 @@ class WebSocketMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         response: HttpResponseBase = self.get_response(request)
-        return response
+        return _checked(request, response)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         response: HttpResponseBase = await self.get_response(request)
-        return response
+        return _checked(request, response)
+
+
+def _checked(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    """``HANDLED`` answers an upgrade; on a plain HTTP request its 101 would leave the
+    client waiting on a protocol switch that never comes, so it becomes a 500."""
+    from .websocket import HANDLED
+
+    if response is HANDLED and getattr(request, UPGRADE_ATTRIBUTE, None) is None:
+        logger.error("The view for %s returned HANDLED to a request that is not a WebSocket upgrade", request.path)
+        return HttpResponseServerError("The view returned HANDLED to a request that is not a WebSocket upgrade.")
+    return response
