@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ./dev.sh demo   set up .venv, then run the whole demo: two daphne servers (8000, 8001),
 #                 runworker and wsbroadcast on an embedded Redis (or REDIS_URL); Ctrl-C stops all
-# ./dev.sh test   set up .venv (and Chromium), run ruff, mypy and the whole test suite (extra args go to pytest)
+# ./dev.sh test   set up .venv (and Chromium, PostgreSQL), run ruff, mypy and the whole test suite (extra args go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,11 +22,16 @@ case "$command" in
     ;;
   test)
     setup
-    # The browser tests drive Debian's Chromium (a test tool may not download its own).
-    if ! command -v chromium >/dev/null 2>&1; then
+    # The browser tests drive Debian's Chromium (a test tool may not download its own); the
+    # broadcaster tests run on PostgreSQL: the machine's, or a private cluster of its binaries.
+    missing=""
+    command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+    if [ -n "$missing" ]; then
       if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
       $SUDO apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+      # shellcheck disable=SC2086
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
     fi
     .venv/bin/ruff check .
     .venv/bin/mypy

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .services import RedisServer, free_port, redis_service
+from .services import PostgresServer, RedisServer, free_port, postgres_service, redis_service
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_KINDS = ("daphne", "uvicorn")
@@ -34,6 +34,14 @@ def redis_server() -> Iterator[RedisServer]:
     if redis.process is not None:
         redis.process.terminate()
         redis.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The machine's PostgreSQL, or a private cluster when none answers at 127.0.0.1:5432."""
+    postgres = postgres_service()
+    yield postgres
+    postgres.stop()
 
 
 @pytest.fixture(scope="session")

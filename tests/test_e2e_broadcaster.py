@@ -1,4 +1,5 @@
-"""``manage.py wsbroadcast`` against real servers, on SQLite and (when reachable) PostgreSQL."""
+"""``manage.py wsbroadcast`` against real servers, on SQLite and PostgreSQL (the machine's, or a
+private cluster the tests start)."""
 
 from __future__ import annotations
 
@@ -17,25 +18,19 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from .conftest import ROOT, Server, start_server
+from .services import PostgresServer
 
 pytestmark = pytest.mark.e2e
 
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+def _postgres_database(admin_dsn: str, name: str, create: bool) -> None:
+    """Create (or drop) a PostgreSQL database."""
+    import psycopg
 
-
-def _postgres_database(name: str, create: bool) -> bool:
-    """Create (or drop) a PostgreSQL database on the local server; False when none answers."""
-    try:
-        import psycopg
-
-        with psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if create:
-                conn.execute(f'CREATE DATABASE "{name}"')
-    except Exception:
-        return False
-    return True
+    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -43,18 +38,19 @@ def database_env(request: pytest.FixtureRequest, base_env: dict[str, str]) -> It
     if request.param == "sqlite":
         yield base_env
         return
+    postgres: PostgresServer | None = None
     name = f"wsgroups_test_{os.getpid()}"
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
-        url, created = os.environ["DATABASE_URL"], False
-    elif _postgres_database(name, create=True):
-        url, created = f"postgres://postgres@127.0.0.1:5432/{name}", True
+        url = os.environ["DATABASE_URL"]
     else:
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 and no DATABASE_URL")
+        postgres = request.getfixturevalue("postgres_server")
+        _postgres_database(postgres.admin_dsn, name, create=True)
+        url = postgres.url(name)
     env = {**base_env, "DATABASE_URL": url}
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     yield env
-    if created:
-        _postgres_database(name, create=False)
+    if postgres is not None:
+        _postgres_database(postgres.admin_dsn, name, create=False)
 
 
 @pytest.fixture
