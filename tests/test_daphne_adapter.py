@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgroups.servers.daphne import serialize_response
+from wsgroups.handshake import serialize_response
 
 
 def split(raw: bytes) -> tuple[bytes, list[bytes], bytes]:

@@ -16,6 +16,7 @@ from wsgroups.handshake import (
     check_header,
     check_subprotocol,
     fit_reason,
+    head_refusal,
     origin_allowed,
     rejection_headers,
 )
@@ -530,3 +531,14 @@ def test_check_header_and_cookie_reject_other_control_characters(char):
 
 def test_check_header_accepts_a_tab_in_the_value():
     assert check_header("X-A", "a\tb") == ("X-A", "a\tb")
+
+
+@pytest.mark.parametrize(("status", "phrase"), [(408, b"Request Timeout"), (431, b"Request Header Fields Too Large")])
+def test_head_refusal_is_a_complete_response_that_closes(status, phrase):
+    raw = head_refusal(status)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 %d %s" % (status, phrase)
+    assert b"Connection: close" in lines
+    assert b"Content-Length: %d" % len(body) in lines
+    assert body == phrase + b".\n"

@@ -13,9 +13,9 @@ key                               default     meaning
 ``MESSAGE_RATE``                  100.0       messages per second one socket may send on average;
                                               faster → close 1008 (None: no limit)
 ``MESSAGE_BURST``                 200         messages one socket may send at once above that rate
-``HANDSHAKE_TIMEOUT``             10.0        seconds from a connection's first byte to its 101 or
-                                              refusal: a request head not complete by then is
-                                              answered 408, a view still deciding 503
+``HANDSHAKE_TIMEOUT``             10.0        seconds a connection may take to send its request
+                                              head (else 408), and then the view to decide on
+                                              the upgrade (else 503)
 ``ALLOWED_ORIGINS``               ``[]``      origins allowed besides those matching ALLOWED_HOSTS,
                                               e.g. ``"https://app.example.com"``; ``"*"`` allows all
 ``OUTGOING_BUFFER``               1000        frames queued per socket before it is closed with 1013
@@ -41,11 +41,14 @@ key                               default     meaning
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings as django_settings
 
 __all__ = ["DEFAULTS", "conf"]
+
+T = TypeVar("T")
 
 DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_SIZE": 1024 * 1024,
@@ -81,29 +84,30 @@ class Settings:
         user = value if isinstance(value, dict) else {}
         return user.get(name, DEFAULTS[name])
 
+    def _optional(self, name: str, kind: Callable[[Any], T]) -> T | None:
+        """A limit that None switches off."""
+        value = self._get(name)
+        return None if value is None else kind(value)
+
     @property
     def MAX_MESSAGE_SIZE(self) -> int:
         return int(self._get("MAX_MESSAGE_SIZE"))
 
     @property
     def MAX_CONNECTIONS(self) -> int | None:
-        value = self._get("MAX_CONNECTIONS")
-        return None if value is None else int(value)
+        return self._optional("MAX_CONNECTIONS", int)
 
     @property
     def MAX_CONNECTIONS_PER_CLIENT(self) -> int | None:
-        value = self._get("MAX_CONNECTIONS_PER_CLIENT")
-        return None if value is None else int(value)
+        return self._optional("MAX_CONNECTIONS_PER_CLIENT", int)
 
     @property
     def MAX_CONNECTIONS_PER_GROUP(self) -> int | None:
-        value = self._get("MAX_CONNECTIONS_PER_GROUP")
-        return None if value is None else int(value)
+        return self._optional("MAX_CONNECTIONS_PER_GROUP", int)
 
     @property
     def MESSAGE_RATE(self) -> float | None:
-        value = self._get("MESSAGE_RATE")
-        return None if value is None else float(value)
+        return self._optional("MESSAGE_RATE", float)
 
     @property
     def MESSAGE_BURST(self) -> float:

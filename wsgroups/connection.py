@@ -240,7 +240,9 @@ class WebSocketApplication:
                 stats["frames_in"] += 1
                 if bucket is not None and not bucket.allow(clock()):
                     stats["rate_limited"] += 1
-                    logger.warning("WebSocket %s closed with 1008: more than %g messages per second", sock.id, rate)
+                    runtime.log_refusal(
+                        "WebSocket %s closed with 1008: more than %g messages per second", sock.id, rate
+                    )
                     sock.close(CloseCode.POLICY_VIOLATED, f"rate limit: more than {rate:g} messages per second")
                     continue
                 text = message.get("text")

@@ -6,6 +6,7 @@ functions and send what they return.
 
 from __future__ import annotations
 
+import http
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -17,19 +18,26 @@ from .codes import is_sendable_close_code
 
 __all__ = [
     "MAX_CLOSE_REASON_BYTES",
+    "WEBSOCKET_VERSION",
     "accept_headers",
     "check_close",
     "check_header",
+    "check_header_bytes",
     "check_subprotocol",
+    "head_refusal",
     "origin_allowed",
     "rejection_headers",
+    "serialize_response",
 ]
 
 MAX_CLOSE_REASON_BYTES = 123
+#: The one WebSocket protocol version served (RFC 6455); the adapters refuse others with 426.
+WEBSOCKET_VERSION = "13"
 
 # RFC 9110 token characters: a header name is one token.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _FORBIDDEN_VALUE_CHARS = ("\r", "\n", "\x00")
+_FORBIDDEN_BYTES = (b"\r", b"\n", b"\x00")
 # Other control characters are not allowed in a field value either (RFC 9110 5.5: only
 # visible characters, space and tab); some servers hang or split lines on them.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -168,3 +176,41 @@ def fit_reason(reason: str) -> str:
     if len(encoded) <= MAX_CLOSE_REASON_BYTES:
         return reason
     return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
+
+
+def check_header_bytes(part: object, what: str) -> bytes:
+    """``part`` of a raw response head (a name, value or reason phrase), free of CR, LF and NUL."""
+    if not isinstance(part, bytes):
+        raise ValueError(f"{what} must be bytes, got {type(part).__name__}")
+    if any(ch in part for ch in _FORBIDDEN_BYTES):
+        raise ValueError(f"{what} {part!r} contains CR, LF or NUL")
+    return part
+
+
+def serialize_response(status: int, headers: list[tuple[bytes, bytes]], reason: str | None, body: bytes) -> bytes:
+    """The raw HTTP/1.1 response for a refused upgrade; raises ValueError on header injection."""
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError(f"status must be a final HTTP status (200-599), got {status!r}")
+    if not reason:
+        try:
+            reason = http.HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+    phrase = check_header_bytes(reason.encode("latin-1", "replace"), "reason phrase")
+    lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
+    has_length = False
+    for name, value in headers:
+        name, value = check_header_bytes(name, "header name"), check_header_bytes(value, "header value")
+        has_length = has_length or name.lower() == b"content-length"
+        lines.append(name + b": " + value)
+    if not has_length:
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def head_refusal(status: int) -> bytes:
+    """The raw response that ends a connection whose request head never became a request
+    (408 for a head too slow, 431 for one too large), as the server adapters send it."""
+    phrase = http.HTTPStatus(status).phrase
+    headers = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Connection", b"close")]
+    return serialize_response(status, headers, None, f"{phrase}.\n".encode("ascii"))

@@ -9,6 +9,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase, HttpResponseServerError
 
+from .websocket import HANDLED
+
 __all__ = ["WebSocketMiddleware"]
 
 logger = logging.getLogger("wsgroups")
@@ -44,8 +46,6 @@ class WebSocketMiddleware:
 def _checked(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
     """``HANDLED`` answers an upgrade; on a plain HTTP request its 101 would leave the
     client waiting on a protocol switch that never comes, so it becomes a 500."""
-    from .websocket import HANDLED
-
     if response is HANDLED and getattr(request, UPGRADE_ATTRIBUTE, None) is None:
         logger.error("The view for %s returned HANDLED to a request that is not a WebSocket upgrade", request.path)
         return HttpResponseServerError("The view returned HANDLED to a request that is not a WebSocket upgrade.")

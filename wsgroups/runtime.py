@@ -376,7 +376,8 @@ class Runtime:
         self.handshake_timeout = conf.HANDSHAKE_TIMEOUT
 
     def log_refusal(self, message: str, *args: Any) -> None:
-        """Log a refused connection, at most one line per 10 s: a flood must not flood the log."""
+        """Log a connection refused or closed by a limit, at most one line per 10 s: a flood
+        must not flood the log."""
         now = self.loop.time()
         if now - self._refusals_logged_at < 10:
             self._refusals_unlogged += 1

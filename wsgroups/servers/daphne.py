@@ -17,7 +17,6 @@ process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne insta
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import time
 from typing import Any
@@ -27,47 +26,15 @@ from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
 
 from ..conf import conf
-from ..handshake import MAX_CLOSE_REASON_BYTES
+from ..handshake import MAX_CLOSE_REASON_BYTES, WEBSOCKET_VERSION, check_header_bytes, head_refusal, serialize_response
 
-__all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "install", "serialize_response"]
+__all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "install"]
 
 logger = logging.getLogger("wsgroups.daphne")
 
 RESPONSE_EXTENSION = "websocket.http.response"
-_FORBIDDEN = (b"\r", b"\n", b"\x00")
-#: The one WebSocket protocol version (RFC 6455) served.
-SUPPORTED_VERSION = "13"
 #: Seconds past HANDSHAKE_TIMEOUT before daphne itself gives up on an upgrade.
 HANDSHAKE_GRACE = 5.0
-
-
-def _check_bytes(part: object, what: str) -> bytes:
-    if not isinstance(part, bytes):
-        raise ValueError(f"{what} must be bytes, got {type(part).__name__}")
-    if any(ch in part for ch in _FORBIDDEN):
-        raise ValueError(f"{what} {part!r} contains CR, LF or NUL")
-    return part
-
-
-def serialize_response(status: int, headers: list[tuple[bytes, bytes]], reason: str | None, body: bytes) -> bytes:
-    """The raw HTTP/1.1 response for a refused upgrade; raises ValueError on header injection."""
-    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
-        raise ValueError(f"status must be a final HTTP status (200-599), got {status!r}")
-    if not reason:
-        try:
-            reason = http.HTTPStatus(status).phrase
-        except ValueError:
-            reason = "Unknown"
-    phrase = _check_bytes(reason.encode("latin-1", "replace"), "reason phrase")
-    lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
-    has_length = False
-    for name, value in headers:
-        name, value = _check_bytes(name, "header name"), _check_bytes(value, "header value")
-        has_length = has_length or name.lower() == b"content-length"
-        lines.append(name + b": " + value)
-    if not has_length:
-        lines.append(b"Content-Length: %d" % len(body))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
@@ -89,13 +56,13 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         if not 0 < self.factory.maxFramePayloadSize <= limit:
             self.factory.maxFramePayloadSize = limit
         super()._connectionMade()
-        self.versions = [int(SUPPORTED_VERSION)]  # autobahn also serves hybi-10 (version 8)
+        self.versions = [int(WEBSOCKET_VERSION)]  # autobahn also serves hybi-10 (version 8)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         # RFC 6455 4.2.2: a version the server does not speak gets 426 and the one it does.
         version = (getattr(self, "http_headers", None) or {}).get("sec-websocket-version")
-        if version is not None and version.strip() != SUPPORTED_VERSION:
-            code, responseHeaders = 426, [("Sec-WebSocket-Version", SUPPORTED_VERSION)]
+        if version is not None and version.strip() != WEBSOCKET_VERSION:
+            code, responseHeaders = 426, [("Sec-WebSocket-Version", WEBSOCKET_VERSION)]
         super().failHandshake(reason, code, responseHeaders)
 
     def onConnect(self, request: Any) -> Any:
@@ -195,7 +162,7 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     def _accept(self, message: dict[str, Any]) -> None:
         headers: dict[str, list[str]] = {}
         for name, value in message.get("headers") or ():
-            name, value = _check_bytes(name, "header name"), _check_bytes(value, "header value")
+            name, value = check_header_bytes(name, "header name"), check_header_bytes(value, "header value")
             headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
         self.handshake_deferred.callback((message.get("subprotocol"), headers))
         del self.handshake_deferred
@@ -301,7 +268,7 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
         ):
             return
         logger.debug("Connection from %s sent no complete request head in time: 408", transport.getPeer())
-        transport.write(REQUEST_TIMEOUT_RESPONSE)
+        transport.write(head_refusal(408))
         transport.loseConnection()
 
     def arm() -> None:
@@ -327,12 +294,6 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     channel.dataReceived = data_received_with_deadline
     channel.connectionLost = connection_lost_disarmed
     arm()
-
-
-REQUEST_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 17\r\nConnection: close\r\n\r\nRequest Timeout.\n"
-)
 
 
 def install() -> None:

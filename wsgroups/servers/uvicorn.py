@@ -21,13 +21,12 @@ import logging
 from typing import Any
 
 from ..conf import conf
+from ..handshake import WEBSOCKET_VERSION, head_refusal
 
-__all__ = ["MAX_REQUEST_HEAD", "head_refusal", "install"]
+__all__ = ["MAX_REQUEST_HEAD", "install"]
 
 logger = logging.getLogger("wsgroups.uvicorn")
 
-#: The one WebSocket protocol version (RFC 6455) served.
-SUPPORTED_VERSION = "13"
 #: Largest request line plus headers accepted, in bytes (twice nginx's default buffers).
 MAX_REQUEST_HEAD = 32 * 1024
 
@@ -35,15 +34,6 @@ _PROTOCOL_MODULES = (
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
     ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
 )
-
-
-def head_refusal(status: int, reason: str) -> bytes:
-    """The raw response that ends a connection whose request head never became a request."""
-    body = f"{reason}.\n".encode("ascii")
-    return (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode("ascii") + body
 
 
 def _head_pending(protocol: Any) -> bool:
@@ -55,9 +45,9 @@ def _head_pending(protocol: Any) -> bool:
     return cycle is None or bool(cycle.response_complete)
 
 
-def _refuse(protocol: Any, status: int, reason: str) -> None:
-    logger.debug("Connection from %s refused with %d: %s", getattr(protocol, "client", None), status, reason)
-    protocol.transport.write(head_refusal(status, reason))
+def _refuse(protocol: Any, status: int) -> None:
+    logger.debug("Connection from %s refused with %d", getattr(protocol, "client", None), status)
+    protocol.transport.write(head_refusal(status))
     protocol.transport.close()
 
 
@@ -69,7 +59,7 @@ def _arm(protocol: Any) -> None:
 def _head_deadline(protocol: Any) -> None:
     protocol._wsgroups_deadline = None
     if _head_pending(protocol):
-        _refuse(protocol, 408, "Request Timeout")
+        _refuse(protocol, 408)
 
 
 def _adapt(cls: Any) -> None:
@@ -89,7 +79,7 @@ def _adapt(cls: Any) -> None:
                 _arm(self)  # the first bytes of the next request on a kept-alive connection
             self._wsgroups_head_bytes += len(data)
             if self._wsgroups_head_bytes > MAX_REQUEST_HEAD:
-                _refuse(self, 431, "Request Header Fields Too Large")
+                _refuse(self, 431)
                 return
         data_received(self, data)
         deadline = getattr(self, "_wsgroups_deadline", None)
@@ -140,11 +130,11 @@ def _adapt_websocket_protocol(cls: Any) -> None:
 
     def handle_connect_checking_version(self: Any, event: Any) -> None:
         version = event.headers.get("Sec-WebSocket-Version")
-        if version is None or version.strip() == SUPPORTED_VERSION:
+        if version is None or version.strip() == WEBSOCKET_VERSION:
             handle_connect(self, event)
             return
-        response = self.conn.reject(426, f"WebSocket version {version} is not supported; use {SUPPORTED_VERSION}.\n")
-        response.headers["Sec-WebSocket-Version"] = SUPPORTED_VERSION
+        response = self.conn.reject(426, f"WebSocket version {version} is not supported; use {WEBSOCKET_VERSION}.\n")
+        response.headers["Sec-WebSocket-Version"] = WEBSOCKET_VERSION
         self.request = event
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
         self.conn.send_response(response)
