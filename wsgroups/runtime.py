@@ -172,9 +172,10 @@ class LocalSocket:
     def _overflow(self) -> None:
         """The client does not keep up: drop its queue and close it with 1013, even if the
         server cannot write to it any more."""
-        self.runtime.stats["outbox_overflows"] += 1
-        logger.warning(
-            "WebSocket %s: outgoing buffer of %d frames is full; closing with 1013", self.id, conf.OUTGOING_BUFFER
+        runtime = self.runtime
+        runtime.stats["outbox_overflows"] += 1
+        runtime.log_refusal(
+            "WebSocket %s: outgoing buffer of %d frames full; closing with 1013", self.id, runtime.outgoing_buffer
         )
         self.outbox.clear()
         self.state = CLOSING
