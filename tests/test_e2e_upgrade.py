@@ -129,7 +129,13 @@ def test_send_upgrade_twice_raises_upgrade_error(server: Server) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("Upgrade", "h2c"), ("Sec-WebSocket-Accept", "forged"), ("Content-Length", "0"), ("X-Ok", "a\r\nX-Evil: 1")],
+    [
+        ("Upgrade", "h2c"),
+        ("Sec-WebSocket-Accept", "forged"),
+        ("Content-Length", "0"),
+        ("X-Ok", "a\r\nX-Evil: 1"),
+        ("X-Name", "caf\xe9"),  # daphne would send it as UTF-8, uvicorn as ISO-8859-1
+    ],
 )
 def test_reserved_or_injected_headers_fail_before_anything_is_sent(server: Server, name: str, value: str) -> None:
     from urllib.parse import urlencode

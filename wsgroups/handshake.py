@@ -50,8 +50,8 @@ def check_header(name: object, value: object, *, argument: str = "headers") -> t
     """Validate one extra header for the 101 and return it as ``(name, value)``.
 
     Raises :class:`ValueError` naming ``argument`` for reserved names, names that are
-    not tokens, CR, LF or NUL anywhere and other control characters (tab aside) in the
-    value; :class:`TypeError` for non-strings.
+    not tokens, CR, LF or NUL anywhere, other control characters (tab aside) and
+    non-ASCII characters in the value; :class:`TypeError` for non-strings.
     """
     if not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(f"{argument}: header names and values must be str, got {name!r}: {value!r}")
@@ -65,10 +65,10 @@ def check_header(name: object, value: object, *, argument: str = "headers") -> t
     lowered = name.lower()
     if lowered in _RESERVED or lowered.startswith("sec-websocket-"):
         raise ValueError(f"{argument}: header {name!r} is set by the handshake and cannot be overridden")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError(f"{argument}: header value {value!r} is not ISO-8859-1 text") from None
+    if not value.isascii():
+        # daphne (autobahn) writes 101 headers as UTF-8 and uvicorn as ISO-8859-1: only
+        # ASCII reaches the client as it was given.
+        raise ValueError(f"{argument}: header value {value!r} is not ASCII")
     return name, value
 
 
@@ -83,10 +83,8 @@ def check_cookie(cookie: object) -> str:
     name, sep, _ = cookie.partition("=")
     if not sep or not _TOKEN.match(name.strip()):
         raise ValueError(f"cookies: {cookie!r} is not of the form 'name=value[; attributes]'")
-    try:
-        cookie.encode("latin-1")
-    except UnicodeEncodeError:
-        raise ValueError(f"cookies: cookie {cookie!r} is not ISO-8859-1 text") from None
+    if not cookie.isascii():  # as for header values; RFC 6265 cookies are ASCII anyway
+        raise ValueError(f"cookies: cookie {cookie!r} is not ASCII")
     return cookie
 
 
