@@ -22,12 +22,12 @@ from collections.abc import Coroutine
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
 
 from bench import client
+from bench.harness import Context, Options, Record
 from bench.report import samples_table, table, write_jsonl
-from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Context, Options, Record, run_scenario
-from bench.servers import LOOPBACK, ROOT, SERVER_KINDS, ProcessGroup, redis_answers, run_command
+from bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, run_scenario
+from bench.servers import ROOT, SERVER_KINDS, ProcessGroup, run_command
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.jsonl"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
@@ -93,16 +93,7 @@ async def run(
     }
     records: list[Record] = []
     with ProcessGroup(log_dir, env) as processes:
-        if redis_url is not None:
-            parts = urlsplit(redis_url)
-            if parts.hostname not in (LOOPBACK, "localhost"):
-                raise SystemExit(f"--redis-url must be on {LOOPBACK}, got {redis_url}")
-            if not redis_answers(LOOPBACK, parts.port or 6379):
-                _log(f"{parts.netloc} does not answer: starting a private redis-server")
-                redis_url = None
-        if redis_url is None:
-            private = processes.start_redis()
-            redis_url = f"redis://{LOOPBACK}:{private.port}/0"
+        redis_url = processes.redis_url(redis_url, _log)
         env["REDIS_URL"] = os.environ["REDIS_URL"] = redis_url
         await run_command([sys.executable, "manage.py", "migrate", "--noinput"], env, 300)
         ctx = Context(options, processes, env, samples=samples)

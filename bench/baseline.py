@@ -11,9 +11,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from bench.messages import GROUP
 from bench.registry import BARE_KEY, async_client
-
-GROUP = "bench"
 
 
 class BareConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]

@@ -2,7 +2,7 @@
 
 ``python -m bench.ceiling --port P`` serves 127.0.0.1:P. Clients on any path but
 ``/trigger`` are recipients. A text frame ``"<M> <size>"`` on ``/trigger`` sends M
-messages (``bench.sender.message(seq, size)``) to every recipient with
+messages (``bench.messages.message(seq, size)``) to every recipient with
 ``websockets.broadcast`` and replies ``"done <recipients>"``.
 """
 
@@ -14,7 +14,7 @@ import signal
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from bench.sender import message
+from bench.messages import message
 
 TRIGGER_PATH = "/trigger"
 

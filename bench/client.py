@@ -29,6 +29,7 @@ __all__ = [
     "close_all",
     "collect",
     "connect_one",
+    "describe_close",
     "echo",
     "open_many",
     "raise_fd_limit",
@@ -51,6 +52,12 @@ def raise_fd_limit(wanted: int) -> int:
     target = min(max(soft, wanted), hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
+
+
+def describe_close(code: int | None) -> str:
+    """How a connection the client did not close ended: ``closed (<code>)``, or
+    ``closed (no close frame)`` when ``code`` is None."""
+    return f"closed ({code if code is not None else 'no close frame'})"
 
 
 async def connect_one(url: str) -> ClientConnection:
@@ -162,7 +169,7 @@ async def collect(
             try:
                 await conn.recv()
             except ConnectionClosed as exc:
-                counter.ended = f"closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+                counter.ended = describe_close(exc.rcvd.code if exc.rcvd else None)
                 return
             now = time.monotonic()
             if counter.first is None:

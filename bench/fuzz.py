@@ -39,10 +39,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from bench.fuzzing import BINARY, CLOSE, CONT, PING, PONG, TEXT, FrameCase, HandshakeCase, frame, make_case
-from bench.servers import LOOPBACK, ROOT, SERVER_KINDS, VENV_BIN, ProcessGroup, free_port, redis_answers
+from bench.fuzzing import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    PONG,
+    TEXT,
+    Ending,
+    FrameCase,
+    HandshakeCase,
+    Message,
+    Step,
+    frame,
+    make_case,
+)
+from bench.report import read_jsonl
+from bench.servers import LOOPBACK, ROOT, SERVER_KINDS, ProcessGroup
 from wsgroups.codes import is_sendable_close_code
 
 __all__ = ["CaseResult", "Run", "check_registry", "main", "run_case", "run_cases"]
@@ -398,8 +412,6 @@ def run_cases(
 
 def normal_echo(port: int, timeout: float = CASE_TIMEOUT) -> list[str]:
     """Violations of a plain exchange: a text and a binary message echoed, a clean close."""
-    from bench.fuzzing import Ending, Message, Step
-
     text, data = b"~still echoing", bytes(range(256))
     steps = (
         Step(frame(TEXT, text, mask=os.urandom(4)), Message(TEXT, text)),
@@ -506,23 +518,7 @@ def report(run: Run) -> str:
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
-
-
-def _server_argv(kind: str, port: int) -> list[str]:
-    if kind == "daphne":
-        return [str(VENV_BIN / "daphne"), "-b", LOOPBACK, "-p", str(port), "project.asgi:application"]
-    return [
-        str(VENV_BIN / "uvicorn"),
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--no-access-log",
-        "project.asgi:application",
-    ]
+    return read_jsonl(path) if path.exists() else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -547,13 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         env.pop("DATABASE_URL", None)
         with ProcessGroup(workdir, env, grace=10) as processes:
-            parts = urlsplit(args.redis_url)
-            if parts.hostname not in (LOOPBACK, "localhost"):
-                raise SystemExit(f"--redis-url must be on {LOOPBACK}, got {args.redis_url}")
-            redis_url = args.redis_url
-            if not redis_answers(LOOPBACK, parts.port or 6379):
-                redis_url = f"redis://{LOOPBACK}:{processes.start_redis().port}/0"
-            env["REDIS_URL"] = redis_url
+            env["REDIS_URL"] = processes.redis_url(args.redis_url)
             subprocess.run(
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                 cwd=ROOT,
@@ -561,9 +551,10 @@ def main(argv: list[str] | None = None) -> int:
                 check=True,
                 timeout=300,
             )
-            port = free_port()
-            server = processes.start(args.server, _server_argv(args.server, port), port)
-            server.wait_port(30)
+            server = processes.start_server(
+                args.server, args.server, application="project.asgi:application", uvicorn_options=["--no-access-log"]
+            )
+            port = server.port
             run = run_cases(
                 port, args.seed, max_cases=args.cases, duration=args.duration, server=args.server, only=args.case
             )

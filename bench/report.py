@@ -1,4 +1,4 @@
-"""The results table (Markdown) and the raw results file (JSON lines)."""
+"""The results table (Markdown) and the raw results file (JSON lines); reading JSON lines files."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import Options, Record
+from bench.harness import Options, Record
 
-__all__ = ["PACKAGES", "machine", "samples_table", "table", "write_jsonl"]
+__all__ = ["PACKAGES", "machine", "read_jsonl", "samples_table", "table", "write_jsonl"]
 
 PACKAGES = ("Django", "channels", "channels-redis", "daphne", "uvicorn", "websockets", "redis", "Twisted")
 TARGETS = ("wsgroups", "bare", "raw")
@@ -118,3 +118,8 @@ def write_jsonl(
             out.write(json.dumps({"type": "result", **dataclasses.asdict(record)}) + "\n")
         for sample in samples or []:
             out.write(json.dumps({"type": "sample", **sample}) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON lines file (the senders' logs, the test servers' events), blank lines skipped."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,4 +1,6 @@
-"""The benchmark scenarios. Each runs against one target and returns :class:`Record` rows.
+"""The benchmark scenarios and their table. Each runs against one target and returns
+:class:`bench.harness.Record` rows; what they share is in :mod:`bench.harness`, the long
+soak in :mod:`bench.soak`.
 
 Targets: ``wsgroups`` (``/bench/ws``), ``bare`` (the Channels consumer at ``/bare/ws``),
 both served by the same server program from ``bench.asgi``, and ``raw`` (the
@@ -17,121 +19,40 @@ import contextlib
 import json
 import resource
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection
 
 from bench import client
-from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
-from bench.servers import LOOPBACK, ManagedProcess, ProcessGroup, run_command
+from bench.harness import (
+    ID_KEYS,
+    PATHS,
+    PLAIN_PATHS,
+    Context,
+    Record,
+    fresh_servers,
+    mib,
+    run_sender,
+    spread,
+    wait_registered,
+    wait_registered_empty,
+    ws_url,
+)
+from bench.servers import ManagedProcess, run_command
+from bench.soak import soak
 
-__all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "SCENARIOS", "Context", "Options", "Record", "run_scenario"]
+__all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "SCENARIOS", "Scenario", "run_scenario"]
 
 NOT_AVAILABLE = "not available yet"
 #: File descriptors the client keeps free for everything but its connections.
 FD_RESERVE = 500
-PATHS = {"wsgroups": "/bench/ws", "bare": "/bare/ws"}
-#: For scenarios that address no socket from outside: nothing is stored on either side.
-PLAIN_PATHS = {target: f"{path}?store=0" for target, path in PATHS.items()}
-ID_KEYS = {"wsgroups": WSGROUPS_KEY, "bare": BARE_KEY}
-
-
-@dataclass
-class Record:
-    """One figure: ``value`` None means not measured, with ``status`` saying why."""
-
-    scenario: str
-    target: str
-    metric: str
-    value: float | None
-    status: str = "ok"
-    note: str = ""
-
-
-@dataclass
-class Options:
-    """Sizes and limits of a run (the command-line options of ``python -m bench``)."""
-
-    server: str = "daphne"
-    concurrency: int = 50
-    echo_connections: int = 50
-    echo_messages: int = 200
-    size: int = 100
-    broadcast_sockets: int = 5000
-    broadcast_messages: int = 10
-    ids_sockets: int = 5000
-    ids_messages: int = 10
-    tick_sockets: int = 20000
-    tick_servers: int = 2
-    ticks: int = 3
-    churn_connections: int = 2000
-    churn_concurrency: int = 50
-    memory_sockets: int = 5000
-    probe_sockets: int = 5
-    probe_timeout: float = 5.0
-    timeout: float = 300.0
-    idle: float = 5.0
-    soak_duration: float = 600.0
-    soak_sample: float = 10.0
-    soak_warmup: float = 60.0
-    soak_margin: float = 120.0
-    soak_servers: int = 2
-    soak_sockets: int = 1000
-    soak_churn_per_minute: float = 300.0
-    soak_churn_life: float = 5.0
-    soak_drain: float = 3.0
-    soak_broadcast_interval: float = 0.25
-    soak_ids_interval: float = 1.0
-
-
-@dataclass
-class Context:
-    """What every scenario needs: options, the process group and the helper processes' env."""
-
-    options: Options
-    processes: ProcessGroup
-    env: dict[str, str]
-    notes: list[str] = field(default_factory=list)
-    #: Time series of long scenarios (the soak's samples), written to the results file.
-    samples: list[dict[str, object]] = field(default_factory=list)
-
-
-def _mib(kib: int) -> float:
-    return kib / 1024
-
-
-def _reset_redis() -> None:
-    """Forget the previous run's socket sets and channel-layer keys."""
-    redis = sync_client()
-    for pattern in ("bench:*", "asgi*"):
-        keys = list(redis.scan_iter(match=pattern, count=1000))
-        for start in range(0, len(keys), 1000):
-            redis.delete(*keys[start : start + 1000])
 
 
 @contextlib.asynccontextmanager
-async def _servers(ctx: Context, target: str, count: int = 1) -> AsyncIterator[list[ManagedProcess]]:
-    _reset_redis()
-    started: list[ManagedProcess] = []
-    try:
-        for index in range(count):
-            name = f"{ctx.options.server}-{target}-{index}"
-            started.append(ctx.processes.start_server(ctx.options.server, name))
-        yield started
-    finally:
-        for process in started:
-            ctx.processes.stop(process)
-
-
-def _url(process: ManagedProcess, path: str) -> str:
-    return f"ws://{LOOPBACK}:{process.port}{path}"
-
-
-async def _open(ctx: Context, urls: list[str], count: int) -> client.Opened:
-    """Open ``count`` connections spread round-robin over ``urls``; fail if any does not open."""
-    shares = [count // len(urls) + (1 if i < count % len(urls) else 0) for i in range(len(urls))]
+async def _connections(ctx: Context, urls: list[str], count: int) -> AsyncIterator[client.Opened]:
+    """Open ``count`` connections spread round-robin over ``urls`` (fail if any does not
+    open); close them when the block ends."""
+    shares = spread(count, len(urls))
     parts = await asyncio.gather(
         *(client.open_many(url, share, ctx.options.concurrency) for url, share in zip(urls, shares, strict=True))
     )
@@ -144,23 +65,16 @@ async def _open(ctx: Context, urls: list[str], count: int) -> client.Opened:
     if opened.failures:
         await client.close_all(opened.connections, ctx.options.concurrency)
         raise RuntimeError(f"{opened.failures} of {count} connections failed: {opened.first_error}")
-    return opened
-
-
-async def _wait_registered(key: str, count: int, timeout: float) -> None:
-    """Wait until the servers have stored ``count`` socket addresses under ``key``."""
-    deadline = time.monotonic() + timeout
-    redis = sync_client()
-    while (stored := int(redis.scard(key))) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {stored} of {count} sockets were stored under {key}")
-        await asyncio.sleep(0.1)
+    try:
+        yield opened
+    finally:
+        await client.close_all(opened.connections, ctx.options.concurrency)
 
 
 def _sender(ctx: Context, kind: str, messages: int) -> Awaitable[str]:
-    argv = [sys.executable, "-m", "bench.sender", kind, "--messages", str(messages)]
-    argv += ["--size", str(ctx.options.size), "--timeout", str(ctx.options.timeout)]
-    return run_command(argv, ctx.env, ctx.options.timeout)
+    o = ctx.options
+    arguments = ["--messages", str(messages), "--size", str(o.size), "--timeout", str(o.timeout)]
+    return run_sender(ctx, kind, arguments, o.timeout)
 
 
 def _unavailable(scenario: str, target: str, metrics: list[str], why: str) -> list[Record]:
@@ -197,7 +111,7 @@ def _fanout_records(
         delivery.missing,
         delivery.connections_missing,
         opened.per_second,
-        _mib(sum(server.rss_kib() for server in servers)),
+        mib(sum(server.rss_kib() for server in servers)),
         sender.get("seconds"),
         sender.get("retries"),
     ]
@@ -211,14 +125,11 @@ def _fanout_records(
 async def _probe(ctx: Context, url: str, key: str, kind: str) -> str:
     """Send one message to a few fresh sockets from a separate process; return why it
     failed (nothing arrived), or "" when it works."""
-    opened = await _open(ctx, [url], ctx.options.probe_sockets)
-    try:
-        await _wait_registered(key, ctx.options.probe_sockets, ctx.options.probe_timeout + 10)
+    async with _connections(ctx, [url], ctx.options.probe_sockets) as opened:
+        await wait_registered(key, ctx.options.probe_sockets, ctx.options.probe_timeout + 10)
         delivery = await client.collect(
             opened.connections, 1, _sender(ctx, kind, 1), ctx.options.timeout, ctx.options.probe_timeout
         )
-    finally:
-        await client.close_all(opened.connections, ctx.options.concurrency)
     if delivery.received == 0:
         return (
             f"{kind} from a separate process: 0 of {ctx.options.probe_sockets} probe "
@@ -228,29 +139,17 @@ async def _probe(ctx: Context, url: str, key: str, kind: str) -> str:
 
 
 async def _fanout(ctx: Context, scenario: str, target: str, sockets: int, messages: int, kind: str) -> list[Record]:
-    async with _servers(ctx, target) as servers:
-        url, key = _url(servers[0], PATHS[target]), ID_KEYS[target]
+    async with fresh_servers(ctx, target) as servers:
+        url, key = ws_url(servers[0], PATHS[target]), ID_KEYS[target]
         why = await _probe(ctx, url, key, kind)
         if why:
             return _unavailable(scenario, target, FANOUT_METRICS, why)
-        await _wait_registered_empty(key, ctx.options.probe_timeout + 10)
-        opened = await _open(ctx, [url], sockets)
-        try:
-            await _wait_registered(key, sockets, ctx.options.timeout)
+        await wait_registered_empty(key, ctx.options.probe_timeout + 10)
+        async with _connections(ctx, [url], sockets) as opened:
+            await wait_registered(key, sockets, ctx.options.timeout)
             sent = _sender(ctx, kind, messages)
             delivery = await client.collect(opened.connections, messages, sent, ctx.options.timeout, ctx.options.idle)
             return _fanout_records(scenario, target, delivery, opened, servers, delivery.why_missing())
-        finally:
-            await client.close_all(opened.connections, ctx.options.concurrency)
-
-
-async def _wait_registered_empty(key: str, timeout: float) -> None:
-    """Wait until the probe sockets have left ``key``, so the full run counts only its own."""
-    deadline = time.monotonic() + timeout
-    while int(sync_client().scard(key)) > 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"closed probe sockets stayed stored under {key}")
-        await asyncio.sleep(0.1)
 
 
 async def broadcast(ctx: Context, target: str) -> list[Record]:
@@ -296,10 +195,10 @@ async def broadcaster_tick(ctx: Context, target: str) -> list[Record]:
     usable = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE
     if sockets > usable:
         sockets, reduced = usable, f" (reduced from {o.tick_sockets}: open-file limit)"
-    async with _servers(ctx, target, o.tick_servers) as servers:
-        opened = await _open(ctx, [_url(server, PATHS[target]) for server in servers], sockets)
-        try:
-            await _wait_registered(ID_KEYS[target], sockets, o.timeout)
+    async with fresh_servers(ctx, target, o.tick_servers) as servers:
+        urls = [ws_url(server, PATHS[target]) for server in servers]
+        async with _connections(ctx, urls, sockets) as opened:
+            await wait_registered(ID_KEYS[target], sockets, o.timeout)
             tick: Callable[[], Awaitable[str]]
             if target == "wsgroups":
                 await _sender(ctx, "wsgroups-subscribe", 1)
@@ -318,7 +217,7 @@ async def broadcaster_tick(ctx: Context, target: str) -> list[Record]:
                 sum(d.missing for d in deliveries),
                 max(d.connections_missing for d in deliveries),
                 opened.per_second,
-                _mib(sum(server.rss_kib() for server in servers)),
+                mib(sum(server.rss_kib() for server in servers)),
             ]
             note = f"{sockets} sockets over {o.tick_servers} servers, {o.ticks} ticks{reduced}"
             why = "; ".join(sorted({d.why_missing() for d in deliveries if d.why_missing()}))
@@ -327,25 +226,20 @@ async def broadcaster_tick(ctx: Context, target: str) -> list[Record]:
                 Record(scenario, target, metric, float(value), note=note)
                 for metric, value in zip(TICK_METRICS, values, strict=True)
             ]
-        finally:
-            await client.close_all(opened.connections, ctx.options.concurrency)
 
 
 async def echo(ctx: Context, target: str) -> list[Record]:
     """C connections each send M text frames one at a time and await the echo."""
     o = ctx.options
-    async with _servers(ctx, target) as servers:
-        opened = await _open(ctx, [_url(servers[0], PLAIN_PATHS[target])], o.echo_connections)
-        try:
+    async with fresh_servers(ctx, target) as servers:
+        async with _connections(ctx, [ws_url(servers[0], PLAIN_PATHS[target])], o.echo_connections) as opened:
             result = await client.echo(opened.connections, o.echo_messages, o.size, o.timeout)
-        finally:
-            await client.close_all(opened.connections, ctx.options.concurrency)
         values = {
             "messages/s": result.per_second,
             "round trip p50 (ms)": result.percentile(50) * 1000,
             "round trip p99 (ms)": result.percentile(99) * 1000,
             "messages missing": o.echo_connections * o.echo_messages - len(result.rtts),
-            "server RSS (MiB)": _mib(servers[0].rss_kib()),
+            "server RSS (MiB)": mib(servers[0].rss_kib()),
         }
         return [Record("echo", target, metric, float(value)) for metric, value in values.items()]
 
@@ -353,12 +247,12 @@ async def echo(ctx: Context, target: str) -> list[Record]:
 async def churn(ctx: Context, target: str) -> list[Record]:
     """Open and close N connections, K at a time."""
     o = ctx.options
-    async with _servers(ctx, target) as servers:
-        result = await client.churn(_url(servers[0], PLAIN_PATHS[target]), o.churn_connections, o.churn_concurrency)
+    async with fresh_servers(ctx, target) as servers:
+        result = await client.churn(ws_url(servers[0], PLAIN_PATHS[target]), o.churn_connections, o.churn_concurrency)
         values = {
             "connections/s": result.per_second,
             "failed connections": result.failures,
-            "server RSS (MiB)": _mib(servers[0].rss_kib()),
+            "server RSS (MiB)": mib(servers[0].rss_kib()),
         }
         return [
             Record("churn", target, metric, float(value), note=result.first_error) for metric, value in values.items()
@@ -368,24 +262,21 @@ async def churn(ctx: Context, target: str) -> list[Record]:
 async def memory(ctx: Context, target: str) -> list[Record]:
     """Server RSS growth per idle connection: (RSS with N open - RSS before) / N."""
     o = ctx.options
-    async with _servers(ctx, target) as servers:
-        server, url, key = servers[0], _url(servers[0], PATHS[target]), ID_KEYS[target]
-        warm = await _open(ctx, [url], 20)
-        await client.close_all(warm.connections, ctx.options.concurrency)
-        await _wait_registered_empty(key, 30)
+    async with fresh_servers(ctx, target) as servers:
+        server, url, key = servers[0], ws_url(servers[0], PATHS[target]), ID_KEYS[target]
+        async with _connections(ctx, [url], 20):
+            pass
+        await wait_registered_empty(key, 30)
         await asyncio.sleep(1.0)
         before = server.rss_kib()
-        opened = await _open(ctx, [url], o.memory_sockets)
-        try:
-            await _wait_registered(key, o.memory_sockets, o.timeout)
+        async with _connections(ctx, [url], o.memory_sockets):
+            await wait_registered(key, o.memory_sockets, o.timeout)
             await asyncio.sleep(2.0)
             after = server.rss_kib()
-        finally:
-            await client.close_all(opened.connections, ctx.options.concurrency)
         values = {
             "RSS per idle connection (KiB)": (after - before) / o.memory_sockets,
-            "server RSS before (MiB)": _mib(before),
-            "server RSS after (MiB)": _mib(after),
+            "server RSS before (MiB)": mib(before),
+            "server RSS after (MiB)": mib(after),
         }
         return [Record("memory", target, metric, float(value)) for metric, value in values.items()]
 
@@ -404,21 +295,11 @@ async def ceiling(ctx: Context, target: str) -> list[Record]:
     o = ctx.options
     server = ctx.processes.start_ceiling()
     with ctx.processes.running(server):
-        opened = await _open(ctx, [_url(server, "/")], o.broadcast_sockets)
-        try:
-            fire = _trigger(_url(server, "/trigger"), o.broadcast_messages, o.size, o.timeout)
+        async with _connections(ctx, [ws_url(server, "/")], o.broadcast_sockets) as opened:
+            fire = _trigger(ws_url(server, "/trigger"), o.broadcast_messages, o.size, o.timeout)
             delivery = await client.collect(opened.connections, o.broadcast_messages, fire, o.timeout, o.idle)
             note = delivery.why_missing()
             return _fanout_records("ceiling", target, delivery, opened, [server], note)
-        finally:
-            await client.close_all(opened.connections, ctx.options.concurrency)
-
-
-async def soak(ctx: Context, target: str) -> list[Record]:
-    """Churn, group broadcasts and sends by ID at once for a long time (:mod:`bench.soak`)."""
-    from bench.soak import soak as run_soak
-
-    return await run_soak(ctx, target)
 
 
 Scenario = Callable[[Context, str], Awaitable[list[Record]]]

@@ -34,22 +34,13 @@ import os
 import time
 from typing import Any
 
-GROUP = "bench"
+from bench.messages import GROUP, message, soak_message
+from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
+
 SOAK_KINDS = ("soak-group", "soak-ids")
 KINDS = ("bare-group", "bare-ids", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe", *SOAK_KINDS)
 #: Redis counter of the messages the soak senders have had accepted so far.
 SOAK_SENT_KEY = "bench:soak:sent"
-
-
-def message(seq: int, size: int) -> str:
-    """The text of message ``seq``, ``size`` characters long (at least the 6 digits)."""
-    return f"{seq:06d}".ljust(size, "x")
-
-
-def soak_message(kind: str, seq: int, size: int, socket_id: int | None = None) -> str:
-    """A soak message: ``g <seq>`` or ``i <seq> <id>``, padded with ``x`` to ``size``."""
-    head = f"{kind} {seq}" if socket_id is None else f"{kind} {seq} {socket_id}"
-    return f"{head} ".ljust(size, "x")
 
 
 def _setup() -> None:
@@ -60,8 +51,6 @@ def _setup() -> None:
 
 
 def _stored(key: str) -> list[str]:
-    from bench.registry import sync_client
-
     return sorted(member.decode() for member in sync_client().smembers(key))
 
 
@@ -77,8 +66,6 @@ async def _bare(kind: str, messages: int, size: int, deadline: float) -> dict[st
 
 async def _bare_sends(layer: Any, kind: str, messages: int, size: int, deadline: float) -> dict[str, Any]:
     from channels.exceptions import ChannelFull
-
-    from bench.registry import BARE_KEY
 
     result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0}
     if kind == "bare-group":
@@ -109,8 +96,7 @@ async def _bare_sends(layer: Any, kind: str, messages: int, size: int, deadline:
 
 
 def _wsgroups(kind: str, messages: int, size: int) -> dict[str, Any]:
-    from bench.registry import WSGROUPS_KEY
-    from wsgroups import Group, WebSocket
+    from wsgroups import Group, WebSocket  # needs django.setup() (_setup) first
 
     result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0}
     if kind == "wsgroups-group":
@@ -139,8 +125,7 @@ def _wsgroups(kind: str, messages: int, size: int) -> dict[str, Any]:
 def _soak(kind: str, duration: float, interval: float, size: int, log_path: str) -> dict[str, Any]:
     """Send for ``duration`` seconds, one call or round every ``interval`` seconds (at most
     ``duration / interval + 1`` of them); log each one as it completes."""
-    from bench.registry import WSGROUPS_KEY, sync_client
-    from wsgroups import Group, WebSocket
+    from wsgroups import Group, WebSocket  # needs django.setup() (_setup) first
 
     redis = sync_client()
     result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0, "calls": 0}

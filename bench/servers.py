@@ -17,17 +17,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 LOOPBACK = "127.0.0.1"
 SERVER_KINDS = ("daphne", "uvicorn")
+#: The ASGI application of benchmark servers (:mod:`bench.asgi`).
+BENCH_APPLICATION = "bench.asgi:application"
 
 __all__ = [
+    "BENCH_APPLICATION",
     "LOOPBACK",
     "ROOT",
     "SERVER_KINDS",
@@ -36,6 +40,7 @@ __all__ = [
     "free_port",
     "redis_answers",
     "run_command",
+    "server_argv",
 ]
 
 
@@ -114,6 +119,15 @@ class ManagedProcess:
         self.popen.wait(timeout=10)
 
 
+def server_argv(kind: str, port: int, application: str, uvicorn_options: Sequence[str] = ()) -> list[str]:
+    """The command line serving ``application`` under daphne or uvicorn on ``LOOPBACK:port``."""
+    if kind == "daphne":
+        return [str(VENV_BIN / "daphne"), "-b", LOOPBACK, "-p", str(port), application]
+    if kind == "uvicorn":
+        return [str(VENV_BIN / "uvicorn"), "--host", LOOPBACK, "--port", str(port), *uvicorn_options, application]
+    raise ValueError(f"server must be one of {SERVER_KINDS}, got {kind!r}")
+
+
 def _exited(pid: int) -> bool:
     """Whether child ``pid`` has exited, without reaping it."""
     info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -156,25 +170,17 @@ class ProcessGroup:
         self.processes.append(process)
         return process
 
-    def start_server(self, kind: str, name: str, timeout: float = 30.0) -> ManagedProcess:
-        """Start ``bench.asgi:application`` under daphne or uvicorn on a free port; wait for it."""
+    def start_server(
+        self,
+        kind: str,
+        name: str,
+        timeout: float = 30.0,
+        application: str = BENCH_APPLICATION,
+        uvicorn_options: Sequence[str] = ("--log-level", "warning"),
+    ) -> ManagedProcess:
+        """Start ``application`` under daphne or uvicorn on a free port; wait for it."""
         port = free_port()
-        if kind == "daphne":
-            argv = [str(VENV_BIN / "daphne"), "-b", LOOPBACK, "-p", str(port), "bench.asgi:application"]
-        elif kind == "uvicorn":
-            argv = [
-                str(VENV_BIN / "uvicorn"),
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "bench.asgi:application",
-            ]
-        else:
-            raise ValueError(f"server must be one of {SERVER_KINDS}, got {kind!r}")
-        process = self.start(name, argv, port)
+        process = self.start(name, server_argv(kind, port, application, uvicorn_options), port)
         process.wait_port(timeout)
         return process
 
@@ -213,6 +219,22 @@ class ProcessGroup:
                 raise RuntimeError(f"private redis-server did not start:\n{process.log_tail()}")
             time.sleep(0.05)
         return process
+
+    def redis_url(self, url: str | None, log: Callable[[str], None] | None = None) -> str:
+        """``url`` when a Redis on the loopback answers there; else (and when ``url`` is None)
+        the URL of a private redis-server started now, said through ``log`` when ``url`` was given.
+
+        Exits (``SystemExit``, for the command lines' ``--redis-url``) when ``url`` is not on the loopback.
+        """
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.hostname not in (LOOPBACK, "localhost"):
+                raise SystemExit(f"--redis-url must be on {LOOPBACK}, got {url}")
+            if redis_answers(LOOPBACK, parts.port or 6379):
+                return url
+            if log is not None:
+                log(f"{parts.netloc} does not answer: starting a private redis-server")
+        return f"redis://{LOOPBACK}:{self.start_redis().port}/0"
 
     def stop(self, process: ManagedProcess) -> None:
         process.stop(self.grace)

@@ -37,7 +37,6 @@ import bisect
 import contextlib
 import json
 import math
-import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -48,10 +47,22 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bench import client
+from bench.harness import (
+    PATHS,
+    Context,
+    Record,
+    fresh_servers,
+    mib,
+    run_sender,
+    spread,
+    wait_registered,
+    wait_registered_empty,
+    ws_url,
+)
 from bench.registry import WSGROUPS_KEY, sync_client
-from bench.scenarios import PATHS, Context, Record, _servers, _url, _wait_registered, _wait_registered_empty
+from bench.report import read_jsonl
 from bench.sender import SOAK_SENT_KEY
-from bench.servers import ManagedProcess, run_command
+from bench.servers import ManagedProcess
 
 __all__ = ["NOT_MEASURED", "Accounting", "Load", "Tracked", "account", "soak"]
 
@@ -114,11 +125,10 @@ class Tracked:
                 self.take(message if isinstance(message, str) else message.decode())
         except ConnectionClosed as exc:
             if not self.closing:
-                self.unexpected_close = f"closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+                self.unexpected_close = client.describe_close(exc.rcvd.code if exc.rcvd else None)
             return
         if not self.closing:
-            rcvd = self.conn.close_code
-            self.unexpected_close = f"closed ({rcvd if rcvd is not None else 'no close frame'})"
+            self.unexpected_close = client.describe_close(self.conn.close_code)
 
 
 @dataclass
@@ -162,7 +172,7 @@ def _sample(load: Load, servers: list[ManagedProcess], started: float) -> dict[s
         "servers": [
             {
                 "name": server.name,
-                "rss_mib": round(server.rss_kib() / 1024, 2),
+                "rss_mib": round(mib(server.rss_kib()), 2),
                 "fds": _fds(server),
                 "sockets": load.open_on(index),
             }
@@ -225,13 +235,9 @@ async def _churn(load: Load, urls: list[str], started: float, duration: float, p
 
 def _soak_sender(ctx: Context, kind: str, interval: float, log: Path) -> Awaitable[str]:
     o = ctx.options
-    argv = [sys.executable, "-m", "bench.sender", kind, "--size", str(o.size)]
-    argv += ["--duration", str(o.soak_duration), "--interval", str(interval), "--log", str(log)]
-    return run_command(argv, ctx.env, o.soak_duration + o.soak_margin)
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    arguments = ["--size", str(o.size), "--duration", str(o.soak_duration)]
+    arguments += ["--interval", str(interval), "--log", str(log)]
+    return run_sender(ctx, kind, arguments, o.soak_duration + o.soak_margin)
 
 
 @dataclass
@@ -339,8 +345,8 @@ async def soak(ctx: Context, target: str) -> list[Record]:
     load = Load(slots)
     log_dir = ctx.processes.log_dir
     group_log, ids_log = log_dir / "soak-group.jsonl.log", log_dir / "soak-ids.jsonl.log"
-    async with _servers(ctx, target, o.soak_servers) as servers:
-        urls = [_url(server, HELLO_PATH) for server in servers]
+    async with fresh_servers(ctx, target, o.soak_servers) as servers:
+        urls = [ws_url(server, HELLO_PATH) for server in servers]
         before = [_fds(server) for server in servers]
         try:
             async with asyncio.timeout(o.soak_duration + o.soak_margin):
@@ -348,7 +354,7 @@ async def soak(ctx: Context, target: str) -> list[Record]:
         finally:
             await client.close_all([t.conn for t in load.tracked], o.concurrency)
             await asyncio.gather(*(t.reader for t in load.tracked if t.reader is not None), return_exceptions=True)
-        await _wait_registered_empty(WSGROUPS_KEY, 60)
+        await wait_registered_empty(WSGROUPS_KEY, 60)
         await asyncio.sleep(2.0)
         after = [_fds(server) for server in servers]
         note = (
@@ -364,14 +370,14 @@ async def _run(
     ctx: Context, load: Load, servers: list[ManagedProcess], urls: list[str], group_log: Path, ids_log: Path
 ) -> list[Record]:
     o = ctx.options
-    share = [o.soak_sockets // len(urls) + (1 if i < o.soak_sockets % len(urls) else 0) for i in range(len(urls))]
+    share = spread(o.soak_sockets, len(urls))
     for index, (url, count) in enumerate(zip(urls, share, strict=True)):
         opened = await client.open_many(url, count, o.concurrency)
         for conn in opened.connections:
             load.track(conn, index, stable=True)
         if opened.failures:
             raise RuntimeError(f"{opened.failures} of {count} stable connections failed: {opened.first_error}")
-    await _wait_registered(WSGROUPS_KEY, o.soak_sockets, o.timeout)
+    await wait_registered(WSGROUPS_KEY, o.soak_sockets, o.timeout)
     deadline = time.monotonic() + o.timeout
     while any(t.socket_id is None for t in load.tracked):
         if time.monotonic() > deadline:
@@ -403,7 +409,7 @@ async def _run(
     stable = [t for t in load.tracked if t.stable]
     for tracked in stable:
         tracked.known_until = math.inf
-    accounting = account(load, _read_log(group_log), _read_log(ids_log))
+    accounting = account(load, read_jsonl(group_log), read_jsonl(ids_log))
     sent = [json.loads(group_result), json.loads(ids_result)]
     unexpected = [t.unexpected_close for t in load.tracked if t.unexpected_close]
     note = "; ".join(f"{unexpected.count(k)} {k}" for k in sorted(set(unexpected)))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsgroups.asgi import ProtocolRouter
+from wsgroups.routing import ProtocolRouter
 from wsgroups.transport import WORKER_CHANNEL
 
 

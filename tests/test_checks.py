@@ -6,7 +6,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from wsgroups.asgi import ProtocolRouter, get_asgi_application
+from wsgroups.asgi import get_asgi_application
+from wsgroups.routing import ProtocolRouter
 from wsgroups.checks import (
     MIDDLEWARE_PATH,
     check_asgi_application,

@@ -13,7 +13,7 @@ EXPECTED_DEFAULTS = {
     "MESSAGE_RATE": 100.0,
     "MESSAGE_BURST": 200,
     "HANDSHAKE_TIMEOUT": 10.0,
-    "ALLOWED_ORIGINS": [],
+    "ALLOWED_ORIGINS": (),
     "OUTGOING_BUFFER": 1000,
     "PING_INTERVAL": 20.0,
     "PING_TIMEOUT": 30.0,
@@ -56,7 +56,7 @@ def test_conf_returns_defaults_when_wsgroups_is_not_a_dict():
     ("key", "value"),
     [
         ("MAX_MESSAGE_SIZE", 5),
-        ("ALLOWED_ORIGINS", ["https://app.example.com"]),
+        ("ALLOWED_ORIGINS", ("https://app.example.com",)),
         ("OUTGOING_BUFFER", 7),
         ("PING_INTERVAL", 0.5),
         ("PING_TIMEOUT", 1.5),
@@ -89,12 +89,11 @@ def test_other_keys_keep_defaults_when_one_is_overridden():
         assert conf.MAX_MESSAGE_SIZE == 1048576
 
 
-def test_allowed_origins_is_a_fresh_list():
-    with override_settings(WSGROUPS={"ALLOWED_ORIGINS": ("https://a.test",)}):
+def test_allowed_origins_cannot_be_changed_through_conf():
+    with override_settings(WSGROUPS={"ALLOWED_ORIGINS": ["https://a.test"]}):
         origins = conf.ALLOWED_ORIGINS
-        assert origins == ["https://a.test"]
-        origins.append("https://evil.test")
-        assert conf.ALLOWED_ORIGINS == ["https://a.test"]
+        assert origins == ("https://a.test",)
+        with pytest.raises(AttributeError):
+            origins.append("https://evil.test")  # type: ignore[attr-defined]
     with override_settings(WSGROUPS={}):
-        conf.ALLOWED_ORIGINS.append("https://evil.test")
-        assert conf.ALLOWED_ORIGINS == []
+        assert conf.ALLOWED_ORIGINS == ()

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wsgroups.codes import fit_reason
 from wsgroups.exceptions import HandlerError, WebSocketError
 from wsgroups.handlers import HandlerRegistry, kind_from_annotation
 
@@ -346,7 +347,7 @@ def test_property_resolve_gives_the_registered_handler_or_names_the_missing_one(
             assert resolution.missing_reason == ""
         else:
             assert resolution.handler is None
-            assert resolution.missing_reason == f"group {group!r} has no {kind} handler"
+            assert resolution.missing_reason == fit_reason(f"group {group!r} has no {kind} handler")
         disconnect = registry.disconnect_handler(group)
         if (group, "disconnect") in registered:
             assert disconnect is not None and disconnect.func is registered[group, "disconnect"]

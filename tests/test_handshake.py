@@ -7,15 +7,13 @@ from django.http import HttpResponse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsgroups.codes import is_sendable_close_code
+from wsgroups.codes import MAX_CLOSE_REASON_BYTES, is_sendable_close_code
 from wsgroups.handshake import (
-    MAX_CLOSE_REASON_BYTES,
     accept_headers,
     check_close,
     check_cookie,
     check_header,
     check_subprotocol,
-    fit_reason,
     head_refusal,
     origin_allowed,
     rejection_headers,
@@ -383,40 +381,9 @@ def test_rejection_headers_replaces_view_content_length_and_connection():
     assert pairs == [(b"X-A", b"1"), (b"Content-Length", b"7"), (b"Connection", b"close")]
 
 
-# --- fit_reason ---------------------------------------------------------------------
 
 
-def test_fit_reason_keeps_short_reasons():
-    assert fit_reason("group 'g' has no text handler") == "group 'g' has no text handler"
-    assert fit_reason("x" * 123) == "x" * 123
-
-
-def test_fit_reason_cuts_long_ascii_with_ellipsis():
-    out = fit_reason("x" * 200)
-    assert out == "x" * 120 + "..."
-    assert len(out.encode("utf-8")) == 123
-
-
-def test_fit_reason_cuts_on_character_boundary():
-    out = fit_reason("\u20ac" * 100)
-    assert out == "\u20ac" * 40 + "..."
-    assert len(out.encode("utf-8")) <= 123
-
-
-@given(st.text())
-def test_property_fit_reason_fits_and_is_a_prefix(reason):
-    out = fit_reason(reason)
-    assert len(out.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
-    if len(reason.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES:
-        assert out == reason
-    else:
-        assert out.endswith("...")
-        assert reason.startswith(out[:-3])
-        assert len(out[:-3].encode("utf-8")) > MAX_CLOSE_REASON_BYTES - 3 - 4
-    check_close(1000, out)
-
-
-# --- properties of origin_allowed, check_close and fit_reason -------------------------------
+# --- properties of origin_allowed and check_close -------------------------------
 
 LABELS = ["example", "com", "chat", "a", "Evil", "localhost", "127", "0", "1", "xn--bcher-kva"]
 hostnames = st.lists(st.sampled_from(LABELS), min_size=1, max_size=4).map(".".join)
@@ -503,24 +470,6 @@ def test_property_check_close_accepts_exactly_sendable_codes_and_reasons_that_fi
     else:
         with pytest.raises(ValueError, match=r"^(code|message)"):
             check_close(code, reason)
-
-
-@given(st.text(min_size=1, max_size=200))
-def test_property_fit_reason_keeps_the_longest_whole_character_prefix(reason):
-    out = fit_reason(reason)
-    assert fit_reason(out) == out
-    encoded = reason.encode("utf-8")
-    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
-        assert out == reason
-        return
-    kept = out[:-3]
-    # Whole characters only: the kept part is a character prefix of the reason ...
-    assert reason[: len(kept)] == kept
-    assert encoded.startswith(kept.encode("utf-8"))
-    # ... and the longest one that leaves room for "...".
-    assert len(kept.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES - 3
-    assert len(reason[: len(kept) + 1].encode("utf-8")) > MAX_CLOSE_REASON_BYTES - 3
-    assert check_close(1000, out) == (1000, out)
 
 
 @pytest.mark.parametrize("char", ["\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f"])

@@ -5,6 +5,9 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
+from . import checks  # noqa: F401 - registers the checks
+from .layers import install_layer_tuning
+
 
 class WsgroupsConfig(AppConfig):
     name = "wsgroups"
@@ -12,8 +15,5 @@ class WsgroupsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the checks
-        from .transport import install_layer_tuning
-
         install_layer_tuning()
         autodiscover_modules("sockets")

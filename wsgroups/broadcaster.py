@@ -22,13 +22,14 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import cluster
+from . import cluster, ops
 from .codes import CloseCode
 from .conf import conf
 from .exceptions import TransportError
 from .ids import split_id
 from .models import BroadcastSubscription, Connection, Process
-from .transport import OP_SEND, Transport, get_transport
+from .runtime import get_transport
+from .transport import Transport
 from .websocket import WebSocket
 
 __all__ = ["Broadcaster", "TickResult", "check_template"]
@@ -108,7 +109,7 @@ class Broadcaster:
             for socket_id in done:
                 WebSocket(socket_id).disconnect(code=CloseCode.NORMAL)
             sent = self._send_all(transport, due)
-            if not transport.call(transport.drain(conf.SEND_TIMEOUT), "wsbroadcast"):
+            if not transport.block_on(transport.drain(conf.SEND_TIMEOUT), "wsbroadcast"):
                 raise TransportError("the channel layer did not take this tick's messages in time")
             for chunk in _chunks(done):
                 subscriptions.filter(websocket_id__in=chunk).delete()
@@ -134,7 +135,7 @@ class Broadcaster:
                     sent.append(socket_id)
                 continue
             if verdicts[block]:
-                transport.submit(block, [OP_SEND, socket_id, self.template.format(id=socket_id), 0])
+                transport.queue(block, ops.Send(socket_id, self.template.format(id=socket_id)))
                 sent.append(socket_id)
         return sent
 

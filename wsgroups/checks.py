@@ -35,32 +35,11 @@ from django.conf import settings
 from django.core.checks import ERROR, CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, OPTIONS, conf
 
 __all__ = ["check_asgi_application", "check_settings", "check_wiring", "routes_to_wsgroups", "startup_errors"]
 
 MIDDLEWARE_PATH = "wsgroups.middleware.WebSocketMiddleware"
-
-_POSITIVE_NUMBERS = (
-    "MAX_MESSAGE_SIZE",
-    "OUTGOING_BUFFER",
-    "PING_INTERVAL",
-    "PING_TIMEOUT",
-    "HANDLER_THREADS",
-    "HEARTBEAT_INTERVAL",
-    "PROCESS_TIMEOUT",
-    "QUERY_TIMEOUT",
-    "SEND_TIMEOUT",
-    "REGISTRY_INTERVAL",
-    "REGISTRY_RETENTION",
-    "CLOSE_TIMEOUT",
-    "HANDSHAKE_TIMEOUT",
-)
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT",)
-_HANDLER_MODES = ("inline", "worker")
-_INTEGERS = ("MAX_MESSAGE_SIZE", "OUTGOING_BUFFER", "HANDLER_THREADS")
-#: Limits that None switches off; otherwise positive integers.
-_OPTIONAL_LIMITS = ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT", "MAX_CONNECTIONS_PER_GROUP")
 
 
 @register(Tags.compatibility)
@@ -74,7 +53,7 @@ def check_wiring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
                 id="wsgroups.E001",
             )
         )
-    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    layers = conf.channel_layers()
     alias = _user_settings().get("CHANNEL_LAYER", DEFAULTS["CHANNEL_LAYER"])
     # A non-string alias is E007's to report.
     if isinstance(alias, str) and alias not in layers:
@@ -164,10 +143,8 @@ def check_asgi_application(app_configs: Sequence[AppConfig] | None = None, **kwa
 def routes_to_wsgroups(application: object, depth: int = 8) -> bool:
     """Whether ``application`` is wsgroups' router, or wraps it in attributes such as ``app``,
     ``application`` or ``inner`` (ASGI middleware, ``ASGIStaticFilesHandler``)."""
-    from .asgi import ProtocolRouter
-
     for _ in range(depth):
-        if isinstance(application, ProtocolRouter):
+        if getattr(type(application), "routes_websockets_to_wsgroups", False) is True:
             return True
         inner = next(
             (getattr(application, name) for name in _WRAPPED_ATTRIBUTES if getattr(application, name, None)),
@@ -193,13 +170,13 @@ def startup_errors() -> list[CheckMessage]:
 
 
 def _user_settings() -> dict[str, Any]:
-    value = getattr(settings, "WSGROUPS", {})
+    value = conf.user_settings()
     return value if isinstance(value, dict) else {}
 
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
-    raw = getattr(settings, "WSGROUPS", {})
+    raw = conf.user_settings()
     if not isinstance(raw, dict):
         return [Error(f"WSGROUPS must be a dict, got {type(raw).__name__}.", id="wsgroups.E005")]
     errors: list[CheckMessage] = []
@@ -211,10 +188,12 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
                 id="wsgroups.E006",
             )
         )
-    for key, value in raw.items():
-        problem = _value_problem(key, value)
-        if problem:
-            errors.append(Error(f"WSGROUPS[{key!r}] {problem}, got {value!r}.", id="wsgroups.E007"))
+    for option in OPTIONS:
+        if option.name in raw:
+            value = raw[option.name]
+            problem = option.problem(value)
+            if problem:
+                errors.append(Error(f"WSGROUPS[{option.name!r}] {problem}, got {value!r}.", id="wsgroups.E007"))
     if not errors:
         errors.extend(_relation_problems({**DEFAULTS, **raw}))
     return errors
@@ -255,32 +234,3 @@ def _relation_problems(merged: dict[str, Any]) -> list[CheckMessage]:
             )
         )
     return errors
-
-
-def _value_problem(key: str, value: Any) -> str | None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if key in _INTEGERS and not (isinstance(value, int) and not isinstance(value, bool)):
-        return "must be an integer"
-    if key in _POSITIVE_NUMBERS and not (number and value > 0):
-        return "must be a positive number"
-    if key in _NON_NEGATIVE_NUMBERS and not (number and value >= 0):
-        return "must be a number >= 0"
-    if key == "ALLOWED_ORIGINS" and not (
-        isinstance(value, (list, tuple)) and all(isinstance(origin, str) for origin in value)
-    ):
-        return "must be a list of origins such as 'https://example.com'"
-    if key == "CHANNEL_LAYER" and not (isinstance(value, str) and value):
-        return "must be a channel layer alias"
-    if key == "HANDLER_MODE" and value not in _HANDLER_MODES:
-        return f"must be one of {', '.join(map(repr, _HANDLER_MODES))}"
-    if (
-        key in _OPTIONAL_LIMITS
-        and value is not None
-        and not (isinstance(value, int) and not isinstance(value, bool) and value > 0)
-    ):
-        return "must be a positive integer, or None for no limit"
-    if key == "MESSAGE_RATE" and value is not None and not (number and value > 0):
-        return "must be a positive number of messages per second, or None for no limit"
-    if key == "MESSAGE_BURST" and not (number and value >= 1):
-        return "must be a number of messages >= 1"
-    return None

@@ -1,5 +1,5 @@
-"""The processes of a wsgroups cluster: registration, heartbeats, who holds which ID block,
-and recovery of the sockets of a process that died.
+"""The cluster's database work: processes (registration, heartbeats, who holds which ID
+block, recovery of the sockets of a process that died) and the socket registry's writes.
 
 Liveness lives in the database (``Process.heartbeat_at``), so every process — servers,
 workers, the broadcaster, a shell — sees the same picture. Reads are cached briefly so
@@ -13,16 +13,18 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from .codes import Closing, close_for
 from .conf import conf
+from .models import Connection, IdBlock, Process
 
 __all__ = [
     "Directory",
@@ -35,6 +37,7 @@ __all__ = [
     "reap_dead_processes",
     "register_process",
     "stop_process",
+    "write_registry",
 ]
 
 logger = logging.getLogger("wsgroups.cluster")
@@ -72,8 +75,6 @@ def live_cutoff() -> datetime:
 
 
 def register_process(kind: str, channel_name: str) -> int:
-    from .models import Process
-
     now = timezone.now()
     process = Process.objects.create(
         hostname=socket.gethostname(), pid=os.getpid(), kind=kind, channel_name=channel_name, heartbeat_at=now
@@ -82,8 +83,6 @@ def register_process(kind: str, channel_name: str) -> int:
 
 
 def allocate_block(process_id: int) -> int:
-    from .models import IdBlock
-
     return int(IdBlock.objects.create(process_id=process_id).pk)
 
 
@@ -95,8 +94,6 @@ def heartbeat(
 ) -> bool:
     """Refresh this process's heartbeat, message rates and limit counts; False if another
     process already declared it dead."""
-    from .models import Process
-
     fields: dict[str, Any] = {
         "heartbeat_at": timezone.now(),
         "messages_in_per_s": messages_in_per_s,
@@ -109,8 +106,6 @@ def heartbeat(
 
 
 def stop_process(process_id: int) -> None:
-    from .models import Process
-
     Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(stopped_at=timezone.now())
 
 
@@ -121,8 +116,6 @@ def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
     claimer gets back ``(id, group, session_key)`` of every socket that process held,
     to run their disconnect handlers.
     """
-    from .models import Connection, Process
-
     now = timezone.now()
     dead = list(
         Process.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=live_cutoff())
@@ -137,8 +130,9 @@ def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
             rows = list(
                 Connection.objects.live().filter(process_id=process_id).values_list("pk", "group", "session_key")
             )
+            code, reason = close_for(Closing.PROCESS_DIED)
             Connection.objects.filter(pk__in=[row[0] for row in rows]).update(
-                state=Connection.State.CLOSED, closed_at=now, close_code=1006, close_reason="server process died"
+                state=Connection.State.CLOSED, closed_at=now, close_code=code, close_reason=reason
             )
         logger.warning("wsgroups: process #%s stopped sending heartbeats; %d sockets reaped", process_id, len(rows))
         reaped.extend((int(pk), str(group), str(session_key)) for pk, group, session_key in rows)
@@ -147,8 +141,6 @@ def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
 
 def prune_closed_connections() -> int:
     """Delete registry rows of sockets closed longer than ``REGISTRY_RETENTION`` seconds ago."""
-    from .models import Connection
-
     cutoff = timezone.now() - timedelta(seconds=conf.REGISTRY_RETENTION)
     deleted, _ = Connection.objects.filter(state=Connection.State.CLOSED, closed_at__lt=cutoff).delete()
     return int(deleted)
@@ -206,8 +198,6 @@ class Directory:
 
     @staticmethod
     def _read_live() -> dict[int, ProcessInfo]:
-        from .models import Process
-
         rows = Process.objects.filter(stopped_at__isnull=True, heartbeat_at__gte=live_cutoff()).values_list(
             "pk", "channel_name", "kind"
         )
@@ -215,9 +205,63 @@ class Directory:
 
     @staticmethod
     def _read_block(block: int) -> ProcessInfo | None:
-        from .models import IdBlock
-
         row = (
             IdBlock.objects.filter(pk=block).values_list("process_id", "process__channel_name", "process__kind").first()
         )
         return ProcessInfo(row[0], row[1], row[2]) if row else None
+
+
+class RegistryEntry(Protocol):
+    """What the registry records of a socket (a :class:`~wsgroups.outbox.LocalSocket`)."""
+
+    id: int
+    group: str
+    path: str
+    opened_at: datetime | None
+    session_key: str | None
+    user_id: int | None
+    remote_addr: str
+    subprotocol: str | None
+    close_code: int | None
+    close_reason: str
+
+
+def write_registry(process_id: int, opened: Sequence[RegistryEntry], closed: Sequence[RegistryEntry]) -> None:
+    """Record sockets opened and closed since the last write, in one transaction.
+
+    New sockets are inserted in bulk (those that also closed meanwhile, as closed);
+    closes share a few (code, reason) pairs, so they are one UPDATE per pair.
+    """
+    with transaction.atomic():
+        closed_ids = {sock.id for sock in closed}
+        now = timezone.now()
+        rows = []
+        for sock in opened:
+            row = Connection(
+                id=sock.id,
+                group=sock.group,
+                path=sock.path[:2048],
+                state=Connection.State.OPEN,
+                opened_at=sock.opened_at or now,
+                session_key=sock.session_key or "",
+                user_id=sock.user_id,
+                remote_addr=sock.remote_addr,
+                subprotocol=sock.subprotocol or "",
+                process_id=process_id,
+            )
+            if sock.id in closed_ids:
+                row.state, row.closed_at = Connection.State.CLOSED, now
+                row.close_code, row.close_reason = sock.close_code, sock.close_reason[:255]
+            rows.append(row)
+        if rows:
+            Connection.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+        opened_ids = {sock.id for sock in opened}
+        by_outcome: dict[tuple[int | None, str], list[int]] = {}
+        for sock in closed:
+            if sock.id not in opened_ids:
+                by_outcome.setdefault((sock.close_code, sock.close_reason[:255]), []).append(sock.id)
+        for (code, reason), ids in by_outcome.items():
+            for start in range(0, len(ids), 500):
+                Connection.objects.filter(pk__in=ids[start : start + 500]).update(
+                    state=Connection.State.CLOSED, closed_at=now, close_code=code, close_reason=reason
+                )

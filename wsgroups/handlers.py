@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .codes import Closing, close_for
 from .exceptions import HandlerError
 
 __all__ = ["GroupHandlers", "HandlerRegistry", "Resolution", "handle"]
@@ -127,7 +128,7 @@ class HandlerRegistry:
         handler = getattr(handlers, wanted) if handlers else None
         if handler is not None:
             return Resolution(handler)
-        return Resolution(None, f"group {group!r} has no {wanted} handler")
+        return Resolution(None, close_for(Closing.MISSING_HANDLER, group=group, kind=wanted)[1])
 
     def disconnect_handler(self, group: str) -> Handler | None:
         handlers = self.groups.get(group)

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 from django.http.request import split_domain_port, validate_host
 
-from .codes import is_sendable_close_code
+from .codes import MAX_CLOSE_REASON_BYTES, is_sendable_close_code
 
 __all__ = [
-    "MAX_CLOSE_REASON_BYTES",
     "WEBSOCKET_VERSION",
     "accept_headers",
     "check_close",
@@ -30,7 +29,6 @@ __all__ = [
     "serialize_response",
 ]
 
-MAX_CLOSE_REASON_BYTES = 123
 #: The one WebSocket protocol version served (RFC 6455); the adapters refuse others with 426.
 WEBSOCKET_VERSION = "13"
 
@@ -166,14 +164,6 @@ def rejection_headers(
     pairs.append((b"Content-Length", str(body_length).encode("ascii")))
     pairs.append((b"Connection", b"close"))
     return pairs
-
-
-def fit_reason(reason: str) -> str:
-    """Cut a server-made close reason to what a close frame holds, on a character boundary."""
-    encoded = reason.encode("utf-8")
-    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
-        return reason
-    return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
 
 
 def check_header_bytes(part: object, what: str) -> bytes:

@@ -6,6 +6,8 @@ and acts on the answers (HTTP 503 before the upgrade, close 1013 or 1008 after i
 
 from __future__ import annotations
 
+from .codes import Closing, close_for
+
 __all__ = ["ConnectionCounter", "MessageRate", "group_refusal"]
 
 
@@ -45,7 +47,7 @@ class ConnectionCounter:
 def group_refusal(group: str, members: int, limit: int | None) -> str | None:
     """Why a socket may not join ``group`` that already has ``members`` here, or None."""
     if limit is not None and members >= limit:
-        return f"group {group!r} is at its limit of {limit} connections"
+        return close_for(Closing.GROUP_FULL, group=group, limit=limit)[1]
     return None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase, HttpResponseServerError
 
-from .websocket import HANDLED
+from .handled import HANDLED
 
 __all__ = ["WebSocketMiddleware"]
 

@@ -8,57 +8,36 @@ channel-layer message, so a broadcast or a burst of sends costs a Redis round tr
 destination process, not per socket. Rounds go out one after another, so operations
 from one sender to one process arrive in the order they were queued.
 
-Wire format of a batch: ``{"type": "wsgroups.ops", "ops": [op, ...], "reply_to": channel}``
-where each op is a list whose first item says what it is (see ``OP_*``). Ops that
-expect an answer carry a token as their last item; the destination answers with
-``{"type": "wsgroups.reply", "results": [[token, result], ...]}``.
+The operations and their wire format are in :mod:`wsgroups.ops`. This module imports
+nothing of wsgroups above the settings, the exceptions and the ops: the directory that
+maps ID blocks to channels is handed in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import itertools
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from channels.exceptions import ChannelFull
 
+from . import ops
 from .conf import conf
 from .exceptions import TransportError
 
-__all__ = [
-    "OP_ALIVE",
-    "OP_BROADCAST",
-    "OP_CLOSE",
-    "OP_GROUP_CLOSE",
-    "OP_HANDLE",
-    "OP_MEMBERS",
-    "OP_REPLY",
-    "OP_SEND",
-    "WORKER_CHANNEL",
-    "Transport",
-    "get_transport",
-    "make_layer",
-]
+if TYPE_CHECKING:
+    from .cluster import Directory
+
+__all__ = ["MAX_BATCH", "MAX_PENDING", "WORKER_CHANNEL", "Transport"]
 
 logger = logging.getLogger("wsgroups.transport")
 
 T = TypeVar("T")
-
-OP_SEND = "s"  # ["s", id, payload, flags]
-OP_CLOSE = "c"  # ["c", id, code, reason]
-OP_BROADCAST = "b"  # ["b", group, payload, excluded_ids, token] → count
-OP_GROUP_CLOSE = "g"  # ["g", group, code, reason, token] → count
-OP_ALIVE = "a"  # ["a", ids, token] → the ids that are open
-OP_MEMBERS = "m"  # ["m", group, token] → ids of the group's open sockets
-OP_HANDLE = "h"  # ["h", group, kind, id, payload, session_key, token] → True if the handler succeeded
-OP_REPLY = "r"  # ["r", token, result]: an answer queued behind the sender's earlier ops
 
 #: The channel ``manage.py runworker wsgroups`` serves: handler calls in worker mode.
 WORKER_CHANNEL = "wsgroups"
@@ -66,57 +45,18 @@ WORKER_CHANNEL = "wsgroups"
 #: Largest number of ops, and about the most payload bytes, in one channel-layer message.
 MAX_BATCH = 5000
 MAX_BATCH_BYTES = 512 * 1024
-#: Ops queued and not yet handed to the layer before ``submit`` refuses more.
+#: Ops queued and not yet handed to the layer before ``queue`` refuses more.
 MAX_PENDING = 200_000
 
-OpsHandler = Callable[[list[list[Any]], str], Awaitable[list[list[Any]]]]
+#: Applies a batch addressed to this process; returns the answers as ``[token, result]``.
+OpsHandler = Callable[[list[ops.Op], str], Awaitable[list[list[Any]]]]
 Destination = int | str  # an ID block (resolved through the directory) or a channel name
-
-
-def tune_layer(layer: Any) -> Any:
-    """Make a channels_redis layer survive quiet periods.
-
-    redis-py's read timeout defaults to channels_redis's 5 s blocking-read timeout, so a
-    reader with nothing to read fails after 5 s (channels_redis issue 422) and a message
-    popped just then is lost. The layer's connections get a longer read timeout and a
-    short connect timeout (so an outage is noticed quickly), unless configured.
-    """
-    brpop_timeout = getattr(layer, "brpop_timeout", None)
-    for host in getattr(layer, "hosts", None) or ():
-        if isinstance(host, dict) and brpop_timeout is not None:
-            host.setdefault("socket_timeout", brpop_timeout + 10)
-            host.setdefault("socket_connect_timeout", 2)
-    return layer
-
-
-def install_layer_tuning() -> None:
-    """Tune every layer Channels builds in this process (consumers and ``runworker`` too)."""
-    from channels.layers import channel_layers
-
-    if getattr(channel_layers, "_wsgroups_tuned", False):
-        return
-    make_backend = channel_layers.make_backend
-
-    def make_tuned_backend(name: str) -> Any:
-        return tune_layer(make_backend(name))
-
-    channel_layers.make_backend = make_tuned_backend
-    channel_layers._wsgroups_tuned = True
-
-
-def make_layer(alias: str) -> Any:
-    """A private, tuned instance of the configured channel layer."""
-    from channels.layers import channel_layers
-
-    if alias not in channel_layers.configs:
-        raise TransportError(f"CHANNEL_LAYERS has no {alias!r} layer; wsgroups cannot reach other processes")
-    return tune_layer(channel_layers.make_backend(alias))
 
 
 class Transport:
     """Batched, ordered operations to other processes, and their answers."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, layer: Any, directory: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: Any, directory: Directory) -> None:
         self.loop = loop
         self.layer = layer
         self.directory = directory
@@ -125,7 +65,7 @@ class Transport:
         self.on_ops: OpsHandler | None = None
         self.healthy = True
         self.stats: dict[str, int] = {"batches_out": 0, "ops_out": 0, "ops_in": 0, "ops_failed": 0, "ops_to_dead": 0}
-        self._pending: deque[tuple[Destination, list[Any]]] = deque()
+        self._pending: deque[tuple[Destination, ops.Op]] = deque()
         self._scheduled = False
         self._flushing = False
         self._idle = asyncio.Event()
@@ -161,7 +101,7 @@ class Transport:
         except RuntimeError:
             return False
 
-    def submit(self, destination: Destination, op: list[Any]) -> None:
+    def queue(self, destination: Destination, op: ops.Op) -> None:
         """Queue ``op`` for ``destination``; raises :class:`TransportError` while the layer is down."""
         if not self.healthy:
             raise TransportError("the channel layer is unreachable; the message was not sent")
@@ -172,8 +112,8 @@ class Transport:
             self._scheduled = True
             self.loop.call_soon_threadsafe(self._start_flush)
 
-    def call(self, coroutine: Coroutine[Any, Any, T], what: str) -> T:
-        """Run ``coroutine`` on the transport's loop from a thread that may block."""
+    def block_on(self, coroutine: Coroutine[Any, Any, T], what: str) -> T:
+        """Run ``coroutine`` on the transport's loop and wait for it, from a thread that may block."""
         if self.on_loop():
             coroutine.close()
             raise RuntimeError(f"{what} waits for other processes and cannot block the event loop; await its a-version")
@@ -184,20 +124,19 @@ class Transport:
             future.cancel()
             raise TransportError(f"{what}: no answer within {conf.QUERY_TIMEOUT + 5:.0f}s") from None
 
-    async def acall(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    async def await_on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Await ``coroutine`` on the transport's loop from any loop."""
         if self.on_loop():
             return await coroutine
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
 
-    async def request(self, channel: str, op: list[Any]) -> Any:
-        """Send ``op`` (without its token) to ``channel`` and return the answer."""
+    async def request(self, channel: str, op: ops.Query) -> Any:
+        """Send ``op`` to ``channel`` (its token is set here) and return the answer."""
         token, future = self.future()
         try:
-            self.submit(channel, [*op, token])
-            async with asyncio.timeout(conf.QUERY_TIMEOUT):
-                return await future
-        except TimeoutError:
+            self.queue(channel, op._replace(token=token))
+            return await asyncio.wait_for(future, conf.QUERY_TIMEOUT)
+        except (TimeoutError, asyncio.TimeoutError):
             raise TransportError(f"no answer from {channel} within {conf.QUERY_TIMEOUT:.1f}s") from None
         finally:
             self._futures.pop(token, None)
@@ -205,15 +144,17 @@ class Transport:
     async def drain(self, timeout: float) -> bool:
         """Wait until every queued op has been handed to the layer; False on timeout."""
         try:
-            async with asyncio.timeout(timeout):
-                while self._pending or self._flushing:
-                    self._idle.clear()
-                    if not self._flushing:
-                        self._start_flush()
-                    await self._idle.wait()
+            await asyncio.wait_for(self._until_idle(), timeout)
             return True
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):
             return False
+
+    async def _until_idle(self) -> None:
+        while self._pending or self._flushing:
+            self._idle.clear()
+            if not self._flushing:
+                self._start_flush()
+            await self._idle.wait()
 
     # --- flushing (on the loop) --------------------------------------------------
 
@@ -229,13 +170,13 @@ class Transport:
                 self._scheduled = False
                 if not self._pending:
                     break
-                by_channel: dict[str, list[list[Any]]] = {}
+                by_channel: dict[str, list[ops.Op]] = {}
                 size = 0
                 for _ in range(min(len(self._pending), MAX_BATCH)):
                     if size > MAX_BATCH_BYTES:
                         break
                     destination, op = self._pending.popleft()
-                    size += _op_size(op)
+                    size += ops.size(op)
                     channel = (
                         destination
                         if isinstance(destination, str)
@@ -255,29 +196,28 @@ class Transport:
                 self._scheduled = True
                 self._start_flush()
 
-    def _to_dead(self, op: list[Any]) -> None:
+    def _to_dead(self, op: ops.Op) -> None:
         """An op for a process that is gone: its sockets are dead, and queries get empty answers."""
         self.stats["ops_to_dead"] += 1
-        empty: dict[str, Any] = {OP_BROADCAST: 0, OP_GROUP_CLOSE: 0, OP_ALIVE: [], OP_MEMBERS: []}
-        if op[0] in empty:
-            self._resolve(op[-1], empty[op[0]])
-        elif op[0] == OP_HANDLE:
-            self._fail(op[-1], TransportError("the worker that was to run this handler is gone"))
+        if isinstance(op, ops.QUERIES):
+            self._resolve(op.token, ops.empty_answer(op))
+        elif isinstance(op, ops.Handle):
+            self._fail(op.token, TransportError("the worker that was to run this handler is gone"))
 
-    async def _deliver(self, channel: str, ops: list[list[Any]]) -> None:
+    async def _deliver(self, channel: str, batch: list[ops.Op]) -> None:
         if channel == self.channel_name and self.on_ops is not None:
-            await self.apply(ops, self.channel_name)
+            await self.receive_batch(batch, self.channel_name)
             return
-        message = {"type": "wsgroups.ops", "ops": ops, "reply_to": self.channel_name}
+        message = {"type": ops.BATCH_TYPE, "ops": [ops.encode(op) for op in batch], "reply_to": self.channel_name}
         if await self.send_message(channel, message):
             self.stats["batches_out"] += 1
-            self.stats["ops_out"] += len(ops)
+            self.stats["ops_out"] += len(batch)
             return
-        self.stats["ops_failed"] += len(ops)
-        logger.error("wsgroups transport: %d operations for %s could not be sent", len(ops), channel)
-        for op in ops:
-            if op[0] in (OP_BROADCAST, OP_GROUP_CLOSE, OP_ALIVE, OP_MEMBERS, OP_HANDLE):
-                self._fail(op[-1], TransportError(f"the channel layer did not take the message for {channel}"))
+        self.stats["ops_failed"] += len(batch)
+        logger.error("wsgroups transport: %d operations for %s could not be sent", len(batch), channel)
+        for op in batch:
+            if isinstance(op, ops.ANSWERED):
+                self._fail(op.token, TransportError(f"the channel layer did not take the message for {channel}"))
 
     async def send_message(self, channel: str, message: dict[str, Any]) -> bool:
         """Hand one message to the layer, retrying while the channel is full or Redis is away."""
@@ -350,31 +290,41 @@ class Transport:
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind == "wsgroups.ops":
-            await self.apply(message.get("ops") or [], message.get("reply_to") or "")
-        elif kind == "wsgroups.reply":
+        if kind == ops.BATCH_TYPE:
+            await self.receive_message(message)
+        elif kind == ops.REPLY_TYPE:
             self._answer(message.get("results") or [])
 
-    async def apply(self, ops: list[list[Any]], reply_to: str) -> None:
+    async def receive_message(self, message: dict[str, Any]) -> None:
+        """Decode and apply a batch message another process sent (undecodable ops are logged)."""
+        batch: list[ops.Op] = []
+        for raw in message.get("ops") or ():
+            try:
+                batch.append(ops.decode(raw))
+            except ValueError as exc:
+                logger.error("wsgroups transport: dropped an operation from another process: %s", exc)
+        await self.receive_batch(batch, str(message.get("reply_to") or ""))
+
+    async def receive_batch(self, batch: list[ops.Op], reply_to: str) -> None:
         """Apply a batch addressed to this process, in order, and answer what asks for it.
 
-        Replies that travelled as ops (:data:`OP_REPLY`) are resolved where they stand,
-        after the ops queued before them have been applied.
+        Replies that travelled as ops (:class:`~wsgroups.ops.Reply`) are resolved where
+        they stand, after the ops queued before them have been applied.
         """
-        self.stats["ops_in"] += len(ops)
+        self.stats["ops_in"] += len(batch)
         start = 0
-        for index, op in enumerate([*ops, None]):
-            if op is not None and op[0] != OP_REPLY:
+        for index, op in enumerate([*batch, None]):
+            if op is not None and not isinstance(op, ops.Reply):
                 continue
             if index > start and self.on_ops is not None:
-                results = await self.on_ops(ops[start:index], reply_to)
+                results = await self.on_ops(batch[start:index], reply_to)
                 if results and reply_to:
                     if reply_to == self.channel_name:
                         self._answer(results)
                     else:
-                        await self.send_message(reply_to, {"type": "wsgroups.reply", "results": results})
+                        await self.send_message(reply_to, {"type": ops.REPLY_TYPE, "results": results})
             if op is not None:
-                self._resolve(op[1], op[2])
+                self._resolve(op.token, op.result)
             start = index + 1
 
     async def claim(self, key: str) -> bool:
@@ -418,61 +368,3 @@ class Transport:
         future = self._futures.get(token)
         if future is not None and not future.done():
             future.set_exception(error)
-
-
-def _op_size(op: list[Any]) -> int:
-    return 16 + sum(len(item) for item in op if isinstance(item, (str, bytes)))
-
-
-_thread_transport: Transport | None = None
-_thread_lock = threading.Lock()
-
-
-def get_transport() -> Transport:
-    """This process's transport: the server runtime's, or one on a private thread."""
-    from .runtime import current_runtime
-
-    runtime = current_runtime()
-    if runtime is not None and runtime.transport is not None:
-        return runtime.transport
-    global _thread_transport
-    with _thread_lock:
-        if _thread_transport is None:
-            _thread_transport = _start_thread_transport()
-        return _thread_transport
-
-
-def _start_thread_transport() -> Transport:
-    from .cluster import Directory
-
-    layer = make_layer(conf.CHANNEL_LAYER)
-    loop = asyncio.new_event_loop()
-    started = concurrent.futures.Future[Transport]()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def boot() -> None:
-            transport = Transport(loop, layer, Directory())
-            await transport.start()
-            started.set_result(transport)
-
-        loop.run_until_complete(boot())
-        loop.run_forever()
-
-    threading.Thread(target=run, name="wsgroups-transport", daemon=True).start()
-    transport = started.result(timeout=30)
-    atexit.register(_flush_at_exit, transport)
-    return transport
-
-
-def _flush_at_exit(transport: Transport) -> None:
-    """Let queued sends leave before the interpreter exits (a shell, a command, a task)."""
-    if transport.loop.is_closed():
-        return
-    future = asyncio.run_coroutine_threadsafe(transport.drain(timeout=conf.SHUTDOWN_TIMEOUT), transport.loop)
-    try:
-        if not future.result(conf.SHUTDOWN_TIMEOUT + 1):
-            logger.error("wsgroups transport: exiting with operations still queued")
-    except Exception:
-        logger.exception("wsgroups transport: flush at exit failed")

@@ -9,11 +9,13 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 
-from .codes import CloseCode
+from .codes import Closing, close_for
+from .conf import conf
 from .exceptions import UpgradeError
-from .handshake import accept_headers, check_subprotocol, fit_reason
+from .handshake import accept_headers, check_subprotocol
 from .limits import group_refusal
-from .runtime import LocalSocket
+from .outbox import LocalSocket
+from .runtime import Runtime
 from .websocket import WebSocket
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ class WebSocketUpgrade:
     ``id`` is the ID the socket will have; ``subprotocols`` what the client offered.
     """
 
-    def __init__(self, sock: LocalSocket, subprotocols: Sequence[str]) -> None:
+    def __init__(self, runtime: Runtime, sock: LocalSocket, subprotocols: Sequence[str]) -> None:
+        self._runtime = runtime
         self._sock = sock
         self.subprotocols: list[str] = list(subprotocols)
         self.upgraded = False
@@ -124,6 +127,7 @@ class WebSocketUpgrade:
         self, group: str, pairs: list[tuple[bytes, bytes]], session_key: str | None, subprotocol: str | None
     ) -> WebSocket:
         sock = self._sock
+        runtime = self._runtime
         sock.group = group
         sock.session_key = session_key
         sock.subprotocol = subprotocol
@@ -136,15 +140,15 @@ class WebSocketUpgrade:
                     f"WebSocket {sock.id}: the view took more than {self._expired_after:g}s "
                     "(HANDSHAKE_TIMEOUT) to upgrade; the client was refused with 503"
                 )
-            runtime = sock.runtime
-            refusal = group_refusal(group, len(runtime.groups.get(group, ())), runtime.max_connections_per_group)
+            limit = conf.MAX_CONNECTIONS_PER_GROUP
+            refusal = group_refusal(group, runtime.table.group_size(group), limit)
             self.upgraded = True
             sock.accept(message, held=True)
             runtime.add(sock)
             if refusal is not None:
                 runtime.stats["group_full"] += 1
                 runtime.log_refusal("WebSocket %s closed with 1013: %s", sock.id, refusal)
-                sock.close(CloseCode.TRY_AGAIN_LATER, fit_reason(refusal))
+                sock.close(*close_for(Closing.GROUP_FULL, group=group, limit=limit))
 
-        sock.runtime.call(register)
+        runtime.run_on_loop(register)
         return WebSocket(sock.id)

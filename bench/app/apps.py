@@ -1,3 +1,5 @@
+"""App config of the bench app: ``bench.app`` under the label ``bench``."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

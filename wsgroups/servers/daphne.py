@@ -25,8 +25,9 @@ from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
 
+from ..codes import MAX_CLOSE_REASON_BYTES
 from ..conf import conf
-from ..handshake import MAX_CLOSE_REASON_BYTES, WEBSOCKET_VERSION, check_header_bytes, head_refusal, serialize_response
+from ..handshake import WEBSOCKET_VERSION, check_header_bytes, head_refusal, serialize_response
 
 __all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "install"]
 

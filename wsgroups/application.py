@@ -33,23 +33,28 @@ from django.http import (
 )
 from django.urls import set_script_prefix
 
-from .codes import CloseCode
+from .codes import CloseCode, Closing, close_for
 from .conf import conf
+from .dispatch import dispatch, handler_socket, run_disconnect
+from .handled import HANDLED
 from .handlers import handle
-from .handshake import fit_reason, origin_allowed, rejection_headers
+from .handshake import origin_allowed, rejection_headers
 from .limits import MessageRate
+from .membership import join
 from .middleware import UPGRADE_ATTRIBUTE
-from .runtime import CLOSED, OPEN, LocalSocket, Runtime, get_runtime
+from .outbox import LocalSocket, SocketState
+from .runtime import Runtime, get_runtime
+from .shutdown import install_signal_handlers
 from .upgrade import WebSocketUpgrade
-from .websocket import HANDLED, WebSocket
 
-__all__ = ["WebSocketApplication"]
+__all__ = ["ASGIApp", "Receive", "Scope", "Send", "WebSocketApplication"]
 
 logger = logging.getLogger("wsgroups")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RESPONSE_EXTENSION = "websocket.http.response"
 
@@ -122,6 +127,7 @@ class WebSocketApplication:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = get_runtime()
+        install_signal_handlers(runtime)
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -136,7 +142,7 @@ class WebSocketApplication:
             return
         client = scope.get("client") or ("", 0)
         address = str(client[0] or "")
-        refusal = runtime.connections.refusal(address, runtime.max_connections, runtime.max_connections_per_client)
+        refusal = runtime.connections.refusal(address, conf.MAX_CONNECTIONS, conf.MAX_CONNECTIONS_PER_CLIENT)
         if refusal is not None:
             runtime.stats["refused_at_limit"] += 1
             runtime.log_refusal("WebSocket upgrade to %s refused with 503: %s", scope.get("path"), refusal)
@@ -152,23 +158,25 @@ class WebSocketApplication:
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, address: str, can_respond: bool
     ) -> None:
         """Let the project's view decide within HANDSHAKE_TIMEOUT, then serve the socket."""
-        sock = LocalSocket(runtime, await runtime.next_id(), scope.get("path", ""), send, address)
-        upgrade = WebSocketUpgrade(sock, scope.get("subprotocols") or ())
+        await join(runtime)
+        sock = await runtime.new_socket(scope.get("path", ""), send, address)
+        upgrade = WebSocketUpgrade(runtime, sock, scope.get("subprotocols") or ())
+        timeout = conf.HANDSHAKE_TIMEOUT
         decision = asyncio.ensure_future(
             sync_to_async(self.django.get_upgrade_response, thread_sensitive=False, executor=runtime.upgrade_executor)(
                 scope, upgrade
             )
         )
-        done, _ = await asyncio.wait({decision}, timeout=runtime.handshake_timeout)
+        done, _ = await asyncio.wait({decision}, timeout=timeout)
         if not done and not upgrade.upgraded:
             # The view's thread cannot be stopped; a late send_upgrade() raises UpgradeError.
-            upgrade.expire(runtime.handshake_timeout)
+            upgrade.expire(timeout)
             decision.add_done_callback(_log_late_decision)
             runtime.stats["handshake_timeouts"] += 1
             runtime.log_refusal(
                 "WebSocket upgrade to %s refused with 503: the view took more than %.1fs to decide",
                 scope.get("path"),
-                runtime.handshake_timeout,
+                timeout,
             )
             await self.send_rejection(send, _unavailable("The upgrade took too long."), None, can_respond)
             return
@@ -183,7 +191,7 @@ class WebSocketApplication:
                 response,
                 sock.id,
             )
-            sock.close(CloseCode.UNEXPECTED_CONDITION, "upgrade view returned a response")
+            sock.close(*close_for(Closing.UPGRADE_RESPONSE))
         await self.serve(runtime, sock, receive)
 
     async def send_rejection(
@@ -215,11 +223,12 @@ class WebSocketApplication:
 
     async def serve(self, runtime: Runtime, sock: LocalSocket, receive: Receive) -> None:
         """Feed frames to the group's handlers until the socket ends, then run its disconnect handler."""
-        max_size = runtime.max_message_size
+        max_size = conf.MAX_MESSAGE_SIZE
         stats = runtime.stats
         clock = runtime.loop.time
-        rate = runtime.message_rate
-        bucket = MessageRate(rate, runtime.message_burst, clock()) if rate is not None else None
+        rate = conf.MESSAGE_RATE
+        bucket = MessageRate(rate, conf.MESSAGE_BURST, clock()) if rate is not None else None
+        table = runtime.table
         sock.app_task = asyncio.current_task()
         try:
             while True:
@@ -235,7 +244,7 @@ class WebSocketApplication:
                         sock.close_code = message.get("code") or CloseCode.GOING_AWAY
                         sock.close_reason = message.get("reason") or ""
                     break
-                if kind != "websocket.receive" or sock.state != OPEN:
+                if kind != "websocket.receive" or sock.state is not SocketState.OPEN:
                     continue
                 stats["frames_in"] += 1
                 if bucket is not None and not bucket.allow(clock()):
@@ -243,7 +252,7 @@ class WebSocketApplication:
                     runtime.log_refusal(
                         "WebSocket %s closed with 1008: more than %g messages per second", sock.id, rate
                     )
-                    sock.close(CloseCode.POLICY_VIOLATED, f"rate limit: more than {rate:g} messages per second")
+                    sock.close(*close_for(Closing.RATE_LIMITED, rate=rate))
                     continue
                 text = message.get("text")
                 payload: str | bytes
@@ -255,24 +264,22 @@ class WebSocketApplication:
                     payload, is_text = message.get("bytes") or b"", False
                     size = len(payload)
                 if size > max_size:
-                    sock.close(CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes exceeds the limit of {max_size}")
+                    sock.close(*close_for(Closing.MESSAGE_TOO_BIG, size=size, limit=max_size))
                     continue
-                resolution = handle.resolve(sock.group, is_text)
-                if resolution.handler is None:
-                    sock.close(CloseCode.CANT_ACCEPT_DATA, fit_reason(resolution.missing_reason))
-                    continue
-                runtime.touch_session(sock)
-                ws = WebSocket.restore(sock.id, sock.group, sock.session_key)
                 kind_name = "text" if is_text else "binary"
-                if not await runtime.call_handler(resolution.handler, sock.group, kind_name, ws, payload):
-                    sock.close(CloseCode.UNEXPECTED_CONDITION, "server error in handler")
+                handler = handle.resolve(sock.group, is_text).handler
+                if handler is None:
+                    sock.close(*close_for(Closing.MISSING_HANDLER, group=sock.group, kind=kind_name))
+                    continue
+                table.touch_session(sock)
+                ws = handler_socket(sock.id, sock.group, sock.session_key)
+                if not await dispatch(runtime, handler, kind_name, ws, payload):
+                    sock.close(*close_for(Closing.HANDLER_ERROR))
         finally:
-            if sock.state == OPEN:  # cancelled (server stopping without our signal handler)
+            if sock.state is SocketState.OPEN:  # cancelled (server stopping without our signal handler)
                 sock.close_code = sock.close_code or CloseCode.GOING_AWAY
-            sock.state = CLOSED
+            sock.state = SocketState.CLOSED
             runtime.remove(sock)
-            disconnect = handle.disconnect_handler(sock.group)
-            if disconnect is not None and not sock.reaped:
-                ws = WebSocket.restore(sock.id, sock.group, sock.session_key)
-                await runtime.call_handler(disconnect, sock.group, "disconnect", ws)
+            if not sock.reaped:
+                await run_disconnect(runtime, sock.id, sock.group, sock.session_key)
             sock.closed.set()

@@ -1,0 +1,161 @@
+"""The operations one wsgroups process sends another over the channel layer: the wire format.
+
+Each operation is a small immutable record. On the wire a batch is one channel-layer
+message ``{"type": "wsgroups.ops", "ops": [...], "reply_to": channel}`` whose ops are
+lists ``[tag, *fields]`` (:func:`encode` / :func:`decode`); answers come back as
+``{"type": "wsgroups.reply", "results": [[token, result], ...]}``.
+
+Operations that expect an answer (:data:`ANSWERED`) carry a ``token`` as their last
+field. When the destination of a query (:data:`QUERIES`) is gone, the sender resolves it
+with its empty answer (:func:`empty_answer`): a dead process holds no sockets. A
+:class:`Handle` for a worker that is gone fails instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, TypeAlias
+
+__all__ = [
+    "ANSWERED",
+    "BATCH_TYPE",
+    "QUERIES",
+    "REPLY_TYPE",
+    "Alive",
+    "Broadcast",
+    "Close",
+    "GroupClose",
+    "Handle",
+    "Members",
+    "Op",
+    "Query",
+    "Reply",
+    "Send",
+    "decode",
+    "empty_answer",
+    "encode",
+    "size",
+]
+
+#: ``type`` of a channel-layer message carrying a batch of ops, and of one carrying answers.
+BATCH_TYPE = "wsgroups.ops"
+REPLY_TYPE = "wsgroups.reply"
+
+
+class Send(NamedTuple):
+    """Send a frame to one socket (text for str, binary for bytes), with ConnectionFlags."""
+
+    socket_id: int
+    payload: str | bytes
+    flags: int = 0
+
+
+class Close(NamedTuple):
+    """Close one socket."""
+
+    socket_id: int
+    code: int
+    reason: str
+
+
+class Broadcast(NamedTuple):
+    """Send a frame to every open socket of a group but ``excluded``; answers how many took it."""
+
+    group: str
+    payload: str | bytes
+    excluded: list[int]
+    token: int = 0
+
+
+class GroupClose(NamedTuple):
+    """Close every open socket of a group; answers how many were closed."""
+
+    group: str
+    code: int
+    reason: str
+    token: int = 0
+
+
+class Alive(NamedTuple):
+    """Answers which of ``socket_ids`` are open in the destination."""
+
+    socket_ids: list[int]
+    token: int = 0
+
+
+class Members(NamedTuple):
+    """Answers the IDs of a group's open sockets in the destination."""
+
+    group: str
+    token: int = 0
+
+
+class Handle(NamedTuple):
+    """Run a group's handler in a worker (``HANDLER_MODE = "worker"``); answers True if it succeeded.
+
+    ``kind`` is "text", "binary" or "disconnect"; ``payload`` is None for "disconnect".
+    """
+
+    group: str
+    kind: str
+    socket_id: int
+    payload: str | bytes | None
+    session_key: str | None
+    token: int = 0
+
+
+class Reply(NamedTuple):
+    """An answer that travels behind the sender's earlier ops (a worker's handler result),
+    so it resolves only after they were applied."""
+
+    token: int
+    result: Any
+
+
+Op: TypeAlias = Send | Close | Broadcast | GroupClose | Alive | Members | Handle | Reply
+#: Ops that ask the destination for an answer: they carry a token.
+Query: TypeAlias = Broadcast | GroupClose | Alive | Members
+QUERIES = (Broadcast, GroupClose, Alive, Members)
+ANSWERED = (*QUERIES, Handle)
+
+_TAGS: dict[type[Any], str] = {
+    Send: "s",
+    Close: "c",
+    Broadcast: "b",
+    GroupClose: "g",
+    Alive: "a",
+    Members: "m",
+    Handle: "h",
+    Reply: "r",
+}
+_BY_TAG: dict[str, type[Any]] = {tag: kind for kind, tag in _TAGS.items()}
+
+
+def encode(op: Op) -> list[Any]:
+    """``op`` as it travels: ``[tag, *fields]``."""
+    return [_TAGS[type(op)], *op]
+
+
+def decode(raw: object) -> Op:
+    """The op a peer sent; ValueError for anything that is not one."""
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise ValueError(f"not an operation: {raw!r:.80}")
+    kind = _BY_TAG.get(raw[0]) if isinstance(raw[0], str) else None
+    if kind is None:
+        raise ValueError(f"unknown operation {raw[0]!r:.40}")
+    try:
+        op: Op = kind(*raw[1:])
+    except TypeError:
+        raise ValueError(f"operation {raw[0]!r} has {len(raw) - 1} fields") from None
+    return op
+
+
+def empty_answer(op: Query) -> Any:
+    """The answer of a process that holds no sockets (the destination is gone)."""
+    if isinstance(op, (Broadcast, GroupClose)):
+        return 0
+    return []
+
+
+def size(op: Op) -> int:
+    """About how many bytes ``op`` takes on the wire (for batch sizing)."""
+    return 16 + sum(len(item) for item in op if isinstance(item, (str, bytes)))

@@ -1,0 +1,65 @@
+"""Shutting a server process down cleanly: every socket closed with 1001 and its
+disconnect handler run before the server stops, on SIGINT, SIGTERM or ASGI lifespan.
+
+The server's own SIGINT/SIGTERM handlers (daphne's reactor, uvicorn's) are chained:
+they run once our sockets are closed, or at once on a second signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from .codes import Closing, close_for
+from .conf import conf
+from .runtime import Runtime
+
+__all__ = ["install_signal_handlers", "shutdown"]
+
+logger = logging.getLogger("wsgroups")
+
+
+def install_signal_handlers(runtime: Runtime) -> None:
+    """Shut ``runtime`` down on SIGINT and SIGTERM, then let the server's handlers run (once)."""
+    if runtime.signals_installed or threading.current_thread() is not threading.main_thread():
+        return
+    runtime.signals_installed = True
+    previous: dict[int, Any] = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def chain(signum: int, frame: FrameType | None) -> None:
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        else:
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            signal.raise_signal(signum)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if runtime.shutting_down:
+            chain(signum, frame)
+            return
+        runtime.shutting_down = True
+        task = runtime.loop.create_task(shutdown(runtime))
+        task.add_done_callback(lambda _: chain(signum, None))
+
+    for signum in previous:
+        signal.signal(signum, on_signal)
+
+
+async def shutdown(runtime: Runtime) -> None:
+    """Close all sockets with 1001, wait (bounded) for their disconnect handlers, leave the cluster."""
+    runtime.shutting_down = True
+    socks = runtime.table.close_all(*close_for(Closing.SHUTDOWN))
+    if socks:
+        waits = [asyncio.ensure_future(sock.closed.wait()) for sock in socks]
+        _, pending = await asyncio.wait(waits, timeout=conf.SHUTDOWN_TIMEOUT)
+        for waiter in pending:
+            waiter.cancel()
+        if pending:
+            logger.warning("%d sockets did not finish closing within %.1fs", len(pending), conf.SHUTDOWN_TIMEOUT)
+    await runtime.leave()
+    logger.info("wsgroups: closed %d sockets for shutdown", len(socks))
