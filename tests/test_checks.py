@@ -7,7 +7,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from wsgroups.asgi import get_asgi_application
-from wsgroups.routing import ProtocolRouter
 from wsgroups.checks import (
     MIDDLEWARE_PATH,
     check_asgi_application,
@@ -17,6 +16,7 @@ from wsgroups.checks import (
     startup_errors,
 )
 from wsgroups.conf import DEFAULTS
+from wsgroups.routing import ProtocolRouter
 
 
 def ids(messages):

@@ -71,7 +71,6 @@ def test_unsendable_close_codes(code):
     assert is_sendable_close_code(code) is False
 
 
-
 def test_fit_reason_keeps_short_reasons():
     assert fit_reason("group 'g' has no text handler") == "group 'g' has no text handler"
     assert fit_reason("x" * 123) == "x" * 123

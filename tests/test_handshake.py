@@ -381,8 +381,6 @@ def test_rejection_headers_replaces_view_content_length_and_connection():
     assert pairs == [(b"X-A", b"1"), (b"Content-Length", b"7"), (b"Connection", b"close")]
 
 
-
-
 # --- properties of origin_allowed and check_close -------------------------------
 
 LABELS = ["example", "com", "chat", "a", "Evil", "localhost", "127", "0", "1", "xn--bcher-kva"]
