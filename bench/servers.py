@@ -271,12 +271,12 @@ async def run_command(argv: Sequence[str], env: dict[str, str], timeout: float) 
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):
         raise RuntimeError(f"{argv[2:4]} ran past {timeout}s") from None
     finally:
         if process.returncode is None:
             _signal_group(process.pid, signal.SIGKILL)
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(process.wait(), 5)
     if process.returncode != 0:
         tail = stderr.decode(errors="replace")[-2000:]

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import async_timeout
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -349,7 +350,7 @@ async def soak(ctx: Context, target: str) -> list[Record]:
         urls = [ws_url(server, HELLO_PATH) for server in servers]
         before = [_fds(server) for server in servers]
         try:
-            async with asyncio.timeout(o.soak_duration + o.soak_margin):
+            async with async_timeout.timeout(o.soak_duration + o.soak_margin):
                 records = await _run(ctx, load, servers, urls, group_log, ids_log)
         finally:
             await client.close_all([t.conn for t in load.tracked], o.concurrency)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.test import override_settings
 
-from wsgroups.conf import DEFAULTS, conf
+from wsgroups.conf import DEFAULTS, OPTIONS, conf, describe
 
 EXPECTED_DEFAULTS = {
     "MAX_MESSAGE_SIZE": 1048576,
@@ -97,3 +99,59 @@ def test_allowed_origins_cannot_be_changed_through_conf():
             origins.append("https://evil.test")  # type: ignore[attr-defined]
     with override_settings(WSGROUPS={}):
         assert conf.ALLOWED_ORIGINS == ()
+
+
+def test_every_setting_is_declared_once_with_a_check_and_a_doc():
+    assert [option.name for option in OPTIONS] == list(DEFAULTS)
+    for option in OPTIONS:
+        assert option.doc, option.name
+        assert option.problem(option.default) is None, option.name
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("MAX_MESSAGE_SIZE", 0),
+        ("MAX_MESSAGE_SIZE", True),
+        ("MAX_MESSAGE_SIZE", 1.5),
+        ("MAX_CONNECTIONS", -1),
+        ("MESSAGE_RATE", 0),
+        ("MESSAGE_BURST", 0.5),
+        ("SHUTDOWN_TIMEOUT", -1),
+        ("ALLOWED_ORIGINS", "https://a.test"),
+        ("CHANNEL_LAYER", ""),
+        ("HANDLER_MODE", "thread"),
+    ],
+)
+def test_declared_checks_refuse_bad_values(key, bad):
+    option = next(option for option in OPTIONS if option.name == key)
+    assert option.problem(bad)
+
+
+def test_values_are_cached_until_the_setting_changes(settings):
+    settings.WSGROUPS = {"PING_INTERVAL": 3}
+    assert conf.PING_INTERVAL == 3.0
+    settings.WSGROUPS["PING_INTERVAL"] = 4  # a change Django does not signal
+    assert conf.PING_INTERVAL == 3.0
+    settings.WSGROUPS = {"PING_INTERVAL": 5}
+    assert conf.PING_INTERVAL == 5.0
+
+
+def test_channel_layer_presence_follows_channel_layers(settings):
+    settings.CHANNEL_LAYERS = {}
+    assert not conf.has_channel_layer()
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert conf.has_channel_layer()
+
+
+def test_readme_lists_every_setting_with_its_default():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for name, default, _ in describe():
+        shown = (
+            "`None`"
+            if default is None
+            else "`()`"
+            if default == ()
+            else (f'`"{default}"`' if isinstance(default, str) else str(default))
+        )
+        assert f"| `{name}` | {shown} |" in readme, name

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import async_timeout
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -109,12 +110,12 @@ async def _open(server: Server) -> tuple[ClientConnection, int]:
 async def _drain(ws: ClientConnection, timeout: float) -> tuple[list[object], int | None]:
     frames: list[object] = []
     try:
-        async with asyncio.timeout(timeout):
+        async with async_timeout.timeout(timeout):
             while True:
                 frames.append(await ws.recv())
     except ConnectionClosed as exc:
         return frames, exc.rcvd.code if exc.rcvd else None
-    except TimeoutError:
+    except (TimeoutError, asyncio.TimeoutError):
         return frames, None
 
 
@@ -188,7 +189,7 @@ def test_sigint_mid_run_leaves_counts_consistent(bcast_server: Server, database_
         await asyncio.to_thread(_subscribe, database_env, [socket_id])
         proc = _wsbroadcast(database_env, "--interval", "0.2", "--limit", "1000")
         frames: list[object] = []
-        async with asyncio.timeout(20):
+        async with async_timeout.timeout(20):
             while len(frames) < 5:
                 frames.append(await ws.recv())
         proc.send_signal(signal.SIGINT)

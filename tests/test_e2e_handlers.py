@@ -7,6 +7,7 @@ import json
 import time
 import urllib.request
 
+import async_timeout
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.e2e
 async def _closed(ws: ClientConnection, timeout: float = 10) -> tuple[int, str, list[object]]:
     """Read until the server closes; return close code, reason and the frames before it."""
     frames: list[object] = []
-    async with asyncio.timeout(timeout):
+    async with async_timeout.timeout(timeout):
         try:
             while True:
                 frames.append(await ws.recv())

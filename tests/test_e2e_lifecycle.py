@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import async_timeout
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -77,7 +78,7 @@ def test_shutdown_closes_every_socket_with_1001_and_runs_disconnect_handlers(
 
         async def closed(ws: ClientConnection, socket_id: int) -> tuple[int, int | None]:
             try:
-                async with asyncio.timeout(15):
+                async with async_timeout.timeout(15):
                     while True:
                         await ws.recv()
             except ConnectionClosed as exc:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import async_timeout
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -133,7 +134,7 @@ def test_a_client_sending_faster_than_the_message_rate_is_closed_with_1008(
             await flooder.send(f"flood {i}")
         echoed: list[str] = []
         try:
-            async with asyncio.timeout(10):
+            async with async_timeout.timeout(10):
                 while True:
                     echoed.append(str(await flooder.recv()))
         except Exception:

@@ -275,7 +275,7 @@ async def _drain(ws: ClientConnection, seconds: float) -> list[dict[str, object]
     while (left := deadline - asyncio.get_running_loop().time()) > 0:
         try:
             events.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):
             break
         except ConnectionClosed as exc:
             raise AssertionError(f"the socket was closed ({exc.rcvd})") from None

@@ -103,7 +103,7 @@ def test_websocket_equality_and_hash_by_id():
 def unheld(transactional_db):
     runtime = current_runtime()
     if runtime is not None:
-        assert UNHELD_ID not in runtime.sockets
+        assert UNHELD_ID not in runtime.table.by_id
     return WebSocket(UNHELD_ID)
 
 

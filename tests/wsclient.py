@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import socket
@@ -10,6 +9,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+import async_timeout
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -117,7 +117,7 @@ def first_text_frame(response: RawResponse) -> str:
 async def close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int, str]:
     """Read until the server closes; return the close code and reason it sent."""
     try:
-        async with asyncio.timeout(timeout):
+        async with async_timeout.timeout(timeout):
             while True:
                 await ws.recv()
     except ConnectionClosed as exc:
