@@ -29,6 +29,7 @@ from channels.exceptions import ChannelFull
 from . import ops
 from .conf import conf
 from .exceptions import TransportError
+from .layers import new_reachable_channel, receiving_shard, shard_count
 
 if TYPE_CHECKING:
     from .cluster import Directory
@@ -76,7 +77,17 @@ class Transport:
         self._last_error_log = 0.0
 
     async def start(self) -> None:
-        self.channel_name = await self.layer.new_channel("wsgroups")
+        # A name whose messages land on the shard it is read from (channels_redis picks the
+        # shards of send and receive by different hashes; see layers.reaches_its_receiver).
+        self.channel_name = await new_reachable_channel(self.layer, "wsgroups")
+        shards = shard_count(self.layer)
+        logger.info(
+            "wsgroups transport: the channel layer has %d shard%s; this process receives on %s (shard %d)",
+            shards,
+            "" if shards == 1 else "s",
+            self.channel_name,
+            receiving_shard(self.layer, self.channel_name),
+        )
         # Until Redis has answered once, sends fail fast instead of queueing into the void.
         self.healthy = False
         await self._probe()
