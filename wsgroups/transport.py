@@ -188,11 +188,17 @@ class Transport:
                         break
                     destination, op = self._pending.popleft()
                     size += ops.size(op)
-                    channel = (
-                        destination
-                        if isinstance(destination, str)
-                        else await self.directory.channel_for_block(destination)
-                    )
+                    try:
+                        channel = (
+                            destination
+                            if isinstance(destination, str)
+                            else await self.directory.channel_for_block(destination)
+                        )
+                    except Exception as exc:  # the database behind the directory is away
+                        self._undeliverable(
+                            [op], f"ID block {destination}", f"its owner could not be looked up: {exc!r}"
+                        )
+                        continue
                     if channel is None:
                         self._to_dead(op)
                     else:
@@ -224,11 +230,15 @@ class Transport:
             self.stats["batches_out"] += 1
             self.stats["ops_out"] += len(batch)
             return
+        self._undeliverable(batch, channel, "the channel layer did not take the message")
+
+    def _undeliverable(self, batch: list[ops.Op], where: str, why: str) -> None:
+        """Ops that cannot be delivered: logged and counted, and their callers' waits failed."""
         self.stats["ops_failed"] += len(batch)
-        logger.error("wsgroups transport: %d operations for %s could not be sent", len(batch), channel)
+        logger.error("wsgroups transport: %d operations for %s could not be sent: %s", len(batch), where, why)
         for op in batch:
             if isinstance(op, ops.ANSWERED):
-                self._fail(op.token, TransportError(f"the channel layer did not take the message for {channel}"))
+                self._fail(op.token, TransportError(f"{where}: {why}"))
 
     async def send_message(self, channel: str, message: dict[str, Any]) -> bool:
         """Hand one message to the layer, retrying while the channel is full or Redis is away."""
