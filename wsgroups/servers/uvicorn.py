@@ -53,7 +53,22 @@ def _refuse(protocol: Any, status: int) -> None:
 
 def _arm(protocol: Any) -> None:
     protocol._wsgroups_head_bytes = 0
+    protocol._wsgroups_head_tail = b""
+    protocol._wsgroups_head_done = False
     protocol._wsgroups_deadline = protocol.loop.call_later(conf.HANDSHAKE_TIMEOUT, _head_deadline, protocol)
+
+
+def _count_head(protocol: Any, data: bytes) -> int:
+    """How many bytes of ``data`` belong to the request head: all of them until the blank
+    line that ends it (possibly split across reads); none of the body read with it."""
+    tail: bytes = protocol._wsgroups_head_tail
+    joined = tail + data
+    end = joined.find(b"\r\n\r\n")
+    if end < 0:
+        protocol._wsgroups_head_tail = joined[-3:]
+        return len(data)
+    protocol._wsgroups_head_done = True
+    return max(0, end + 4 - len(tail))
 
 
 def _head_deadline(protocol: Any) -> None:
@@ -77,7 +92,8 @@ def _adapt(cls: Any) -> None:
         if _head_pending(self):
             if getattr(self, "_wsgroups_deadline", None) is None:
                 _arm(self)  # the first bytes of the next request on a kept-alive connection
-            self._wsgroups_head_bytes += len(data)
+            if not self._wsgroups_head_done:
+                self._wsgroups_head_bytes += _count_head(self, data)
             if self._wsgroups_head_bytes > MAX_REQUEST_HEAD:
                 _refuse(self, 431)
                 return

@@ -37,6 +37,14 @@ class Command(BaseCommand):
             elif action == "send-many":
                 ids = [int(part) for part in target.split(",")]
                 result = sum(WebSocket(i).send(rest[0]) for _ in range(options["count"]) for i in ids)
+            elif action == "fanout":
+                # One sender process: --count broadcasts to the group, then --repeat sends by
+                # ID to each of the IDs in values[0], then is_dead() of the last of them.
+                ids = [int(part) for part in rest[0].split(",")]
+                label = rest[1]
+                counts = [Group(target).broadcast(f"b{label}-{k}") for k in range(options["count"])]
+                taken = sum(WebSocket(i).send(f"d{label}") for _ in range(options["repeat"]) for i in ids)
+                result = {"broadcast": counts, "taken": taken, "last_dead": WebSocket(ids[-1]).is_dead()}
             elif action == "disconnect":
                 result = WebSocket(int(target)).disconnect(rest[0] if rest else None, options["code"])
             elif action == "is-dead":
