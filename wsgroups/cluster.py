@@ -35,6 +35,7 @@ __all__ = [
     "live_cutoff",
     "prune_closed_connections",
     "reap_dead_processes",
+    "reaped_socket_ids",
     "register_process",
     "stop_process",
     "write_registry",
@@ -137,6 +138,13 @@ def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
         logger.warning("wsgroups: process #%s stopped sending heartbeats; %d sockets reaped", process_id, len(rows))
         reaped.extend((int(pk), str(group), str(session_key)) for pk, group, session_key in rows)
     return reaped
+
+
+def reaped_socket_ids(process_id: int) -> set[int]:
+    """IDs of the sockets of ``process_id`` that a reaper closed (and ran the handlers of)."""
+    code, reason = close_for(Closing.PROCESS_DIED)
+    rows = Connection.objects.filter(process_id=process_id, close_code=code, close_reason=reason)
+    return set(rows.values_list("pk", flat=True))
 
 
 def prune_closed_connections() -> int:
@@ -262,6 +270,7 @@ def write_registry(process_id: int, opened: Sequence[RegistryEntry], closed: Seq
                 by_outcome.setdefault((sock.close_code, sock.close_reason[:255]), []).append(sock.id)
         for (code, reason), ids in by_outcome.items():
             for start in range(0, len(ids), 500):
-                Connection.objects.filter(pk__in=ids[start : start + 500]).update(
+                # The first close wins: a row a reaper closed keeps its verdict.
+                Connection.objects.filter(pk__in=ids[start : start + 500], state=Connection.State.OPEN).update(
                     state=Connection.State.CLOSED, closed_at=now, close_code=code, close_reason=reason
                 )

@@ -22,6 +22,7 @@ from django.db import close_old_connections
 
 from . import ops
 from .conf import conf
+from .exceptions import TransportError
 from .handlers import Handler, handle
 from .runtime import Runtime
 from .transport import WORKER_CHANNEL
@@ -80,8 +81,8 @@ async def _on_worker(runtime: Runtime, kind: str, ws: WebSocket, payload: Any) -
     assert transport is not None
     token, future = transport.future()
     group = ws.group or ""
-    transport.queue(WORKER_CHANNEL, ops.Handle(group, kind, ws.id, payload, ws.session_key_hint(), token))
     try:
+        transport.queue(WORKER_CHANNEL, ops.Handle(group, kind, ws.id, payload, ws.session_key_hint(), token))
         while True:
             done, _ = await asyncio.wait({future}, timeout=conf.QUERY_TIMEOUT)
             if done:
@@ -90,6 +91,9 @@ async def _on_worker(runtime: Runtime, kind: str, ws: WebSocket, payload: Any) -
             if not workers:
                 logger.error("wsgroups: HANDLER_MODE is 'worker' but no 'runworker wsgroups' process is alive")
                 return False
+    except TransportError as exc:
+        logger.error("wsgroups: the %s handler of WebSocket %s could not reach a worker: %s", kind, ws.id, exc)
+        return False
     finally:
         transport.discard(token)
 

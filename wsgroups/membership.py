@@ -64,14 +64,19 @@ async def heartbeat_loop(runtime: Runtime) -> None:
 
 
 async def _rejoin(runtime: Runtime) -> None:
-    """Another process took this one for dead (its heartbeats stalled) and reaped its
-    sockets. Keep the cluster's verdict true: close those sockets without running their
-    disconnect handlers again, and come back as a new process with new ID blocks."""
+    """Another process took this one for dead (its heartbeats stalled) and reaped the
+    sockets it found registered. Keep the cluster's verdict true: close every socket, run
+    the disconnect handlers of those the reaper did not see (registered since), not of
+    the others again, and come back as a new process with new ID blocks."""
     logger.error(
         "wsgroups: process #%s was declared dead after %.0fs without a heartbeat; closing its %d sockets and rejoining",
         runtime.process_id,
         conf.PROCESS_TIMEOUT,
         len(runtime.table),
     )
-    runtime.table.close_all(*close_for(Closing.CLUSTER_LOST), reaped=True)
+    assert runtime.process_id is not None
+    await runtime.flush_registry()  # so that every socket held here has its row
+    reaped = await in_thread(cluster.reaped_socket_ids)(runtime.process_id)
+    for sock in runtime.table.close_all(*close_for(Closing.CLUSTER_LOST)):
+        sock.reaped = sock.reaped or sock.id in reaped
     await runtime.rejoin()

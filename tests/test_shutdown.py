@@ -1,0 +1,217 @@
+"""Unit tests of wsgroups.shutdown: shutdown() on a runtime with LocalSockets and a fake
+ASGI send, and install_signal_handlers() chaining to the previous SIGINT/SIGTERM handlers
+(saved and restored around every test)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+
+import pytest
+from django.test import override_settings
+
+from wsgroups import shutdown as shutdown_module
+from wsgroups.ids import make_id
+from wsgroups.outbox import LocalSocket
+from wsgroups.runtime import Runtime
+from wsgroups.shutdown import install_signal_handlers, shutdown
+
+ACCEPT = {"type": "websocket.accept"}
+GOING_AWAY = {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
+
+
+@pytest.fixture
+def runtime():
+    loop = asyncio.new_event_loop()
+    rt = Runtime(loop)
+    yield rt
+    rt.executor.shutdown(wait=True)
+    rt.upgrade_executor.shutdown(wait=True)
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+
+
+@pytest.fixture
+def wslog(caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
+    caplog.set_level(logging.DEBUG, logger="wsgroups")
+    return caplog
+
+
+@pytest.fixture
+def leaves(runtime, monkeypatch):
+    """runtime.leave replaced: records, at each call, which sockets had finished closing."""
+    calls = []
+
+    async def fake_leave():
+        calls.append({sock.id: sock.closed.is_set() for sock in list(runtime.table.by_id.values())})
+
+    monkeypatch.setattr(runtime, "leave", fake_leave)
+    return calls
+
+
+def open_socket(runtime, socket_id):
+    sent = []
+
+    async def send(message):
+        sent.append(dict(message))
+
+    sock = LocalSocket(
+        socket_id, "/ws", send, runtime.loop, limit=100, counters=runtime.stats, on_overflow=lambda sock: None
+    )
+    sock.group = "chat"
+    sock.accept(dict(ACCEPT))
+    runtime.table.add(sock)
+    return sock, sent
+
+
+# --- shutdown() -----------------------------------------------------------------------------
+
+
+@override_settings(WSGROUPS={"SHUTDOWN_TIMEOUT": 2.0})
+def test_shutdown_closes_every_socket_with_1001_waits_for_them_then_leaves(runtime, leaves, wslog):
+    socks = [open_socket(runtime, make_id(60, n)) for n in (1, 2, 3)]
+    for delay, (sock, _) in zip((0.01, 0.03, 0.05), socks, strict=True):
+        runtime.loop.call_later(delay, sock.closed.set)  # their disconnect handlers finish
+    started = time.monotonic()
+    runtime.loop.run_until_complete(shutdown(runtime))
+    elapsed = time.monotonic() - started
+    assert runtime.shutting_down is True
+    assert [sent for _, sent in socks] == [[ACCEPT, GOING_AWAY]] * 3
+    assert leaves == [{sock.id: True for sock, _ in socks}]  # left only after all had closed
+    assert 0.04 <= elapsed < 1.5
+    assert any(r.getMessage() == "wsgroups: closed 3 sockets for shutdown" for r in wslog.records)
+
+
+@override_settings(WSGROUPS={"SHUTDOWN_TIMEOUT": 0.05})
+def test_shutdown_waits_at_most_shutdown_timeout_then_leaves_anyway(runtime, leaves, wslog):
+    quick, quick_sent = open_socket(runtime, make_id(60, 1))
+    stuck, stuck_sent = open_socket(runtime, make_id(60, 2))
+    runtime.loop.call_soon(quick.closed.set)
+    started = time.monotonic()
+    runtime.loop.run_until_complete(shutdown(runtime))
+    elapsed = time.monotonic() - started
+    assert 0.04 <= elapsed < 1.0
+    assert quick_sent == stuck_sent == [ACCEPT, GOING_AWAY]
+    assert leaves == [{quick.id: True, stuck.id: False}]
+    warnings = [r.getMessage() for r in wslog.records if r.levelno == logging.WARNING]
+    assert warnings == ["1 sockets did not finish closing within 0.1s"]
+    # No waiter is left behind on the loop.
+    pending = [t for t in asyncio.all_tasks(runtime.loop) if not t.done()]
+    assert pending == []
+
+
+def test_shutdown_without_sockets_just_leaves(runtime, leaves, wslog):
+    runtime.loop.run_until_complete(shutdown(runtime))
+    assert leaves == [{}]
+    assert runtime.shutting_down is True
+    assert any(r.getMessage() == "wsgroups: closed 0 sockets for shutdown" for r in wslog.records)
+
+
+def test_shutdown_does_not_close_a_socket_twice(runtime, leaves):
+    sock, sent = open_socket(runtime, make_id(60, 1))
+    sock.close(4000, "already going")
+    sock.closed.set()
+    runtime.loop.run_until_complete(shutdown(runtime))
+    assert sent == [ACCEPT, {"type": "websocket.close", "code": 4000, "reason": "already going"}]
+    assert len(leaves) == 1
+
+
+# --- install_signal_handlers() --------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_signals():
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture
+def previous(saved_signals):
+    """Python handlers installed as the server's own; they record the signals they get."""
+    calls = []
+
+    def server_handler(signum, frame):
+        calls.append(signum)
+
+    signal.signal(signal.SIGINT, server_handler)
+    signal.signal(signal.SIGTERM, server_handler)
+    return calls
+
+
+@pytest.fixture
+def shutdowns(monkeypatch):
+    calls = []
+
+    async def fake_shutdown(rt):
+        await asyncio.sleep(0)
+        calls.append(rt)
+
+    monkeypatch.setattr(shutdown_module, "shutdown", fake_shutdown)
+    return calls
+
+
+def let_loop_run(runtime):
+    runtime.loop.run_until_complete(asyncio.sleep(0.02))
+
+
+def test_signal_shuts_down_then_chains_to_the_previous_handler(runtime, previous, shutdowns):
+    server_handler = signal.getsignal(signal.SIGTERM)
+    install_signal_handlers(runtime)
+    assert runtime.signals_installed is True
+    assert signal.getsignal(signal.SIGTERM) is not server_handler  # ours now
+    assert signal.getsignal(signal.SIGINT) is not server_handler
+    signal.raise_signal(signal.SIGTERM)
+    assert runtime.shutting_down is True
+    assert previous == []  # not before our sockets are closed
+    let_loop_run(runtime)
+    assert shutdowns == [runtime]
+    assert previous == [signal.SIGTERM]
+
+
+def test_second_signal_during_shutdown_chains_at_once(runtime, previous, shutdowns):
+    install_signal_handlers(runtime)
+    ours = signal.getsignal(signal.SIGINT)
+    ours(signal.SIGINT, None)
+    ours(signal.SIGINT, None)
+    assert previous == [signal.SIGINT]  # the second one went straight through
+    let_loop_run(runtime)
+    assert shutdowns == [runtime]  # one shutdown only
+    assert previous == [signal.SIGINT, signal.SIGINT]
+
+
+def test_signal_handlers_are_installed_only_once(runtime, previous, shutdowns):
+    install_signal_handlers(runtime)
+    ours = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    install_signal_handlers(runtime)
+    assert {signum: signal.getsignal(signum) for signum in ours} == ours
+    ours[signal.SIGTERM](signal.SIGTERM, None)
+    let_loop_run(runtime)
+    # Had the second call wrapped our handler, the chain would run our handler again, not the server's once.
+    assert shutdowns == [runtime]
+    assert previous == [signal.SIGTERM]
+
+
+def test_chaining_to_a_non_callable_previous_handler_reinstalls_it(runtime, saved_signals, shutdowns):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    install_signal_handlers(runtime)
+    ours = signal.getsignal(signal.SIGINT)
+    assert ours is not signal.SIG_IGN
+    ours(signal.SIGINT, None)
+    let_loop_run(runtime)
+    assert shutdowns == [runtime]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # put back and re-raised (ignored)
+
+
+def test_install_outside_the_main_thread_does_nothing(runtime, previous):
+    before = signal.getsignal(signal.SIGTERM)
+    thread = threading.Thread(target=install_signal_handlers, args=(runtime,))
+    thread.start()
+    thread.join()
+    assert runtime.signals_installed is False
+    assert signal.getsignal(signal.SIGTERM) is before
