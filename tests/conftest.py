@@ -127,6 +127,8 @@ def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
         ]
     if kind == "runserver":
         return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}", *extra_args]
+    if kind == "runserver-autoreload":
+        return [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", *extra_args]
     if kind == "runworker":
         return [sys.executable, "manage.py", "runworker", "wsgroups", *extra_args]
     raise ValueError(f"unknown server kind {kind!r}")

@@ -33,12 +33,12 @@ from django.http import (
 )
 from django.urls import set_script_prefix
 
-from .codes import CloseCode, Closing, close_for
+from .codes import NO_STATUS_RECEIVED, CloseCode, Closing, close_for
 from .conf import conf
 from .dispatch import dispatch, handler_socket, run_disconnect
 from .handled import HANDLED
 from .handlers import handle
-from .handshake import origin_allowed, rejection_headers
+from .handshake import django_allowed_hosts, origin_allowed, rejection_headers
 from .limits import MessageRate
 from .membership import join
 from .middleware import UPGRADE_ATTRIBUTE
@@ -100,6 +100,7 @@ class UpgradeHandler(BaseHandler):
             logger.warning("Bad Request (UnicodeDecodeError) on a WebSocket upgrade", exc_info=True)
             response: HttpResponseBase = HttpResponseBadRequest()
         else:
+            upgrade.request = request
             setattr(request, UPGRADE_ATTRIBUTE, upgrade)
             response = self.get_response(request)
         if upgrade.upgraded:
@@ -136,7 +137,8 @@ class WebSocketApplication:
             await self.send_rejection(send, _unavailable("Server is shutting down."), None, can_respond)
             return
         origin = _header(scope, b"origin")
-        if not origin_allowed(origin, settings.ALLOWED_HOSTS, conf.ALLOWED_ORIGINS):
+        allowed_hosts = django_allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG)
+        if not origin_allowed(origin, allowed_hosts, conf.ALLOWED_ORIGINS):
             runtime.log_refusal("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
             await self.send_rejection(send, HttpResponseForbidden("Origin not allowed."), None, can_respond)
             return
@@ -241,7 +243,8 @@ class WebSocketApplication:
                 kind = message["type"]
                 if kind == "websocket.disconnect":
                     if sock.close_code is None:
-                        sock.close_code = message.get("code") or CloseCode.GOING_AWAY
+                        # A close frame without a code is 1005 (RFC 6455 7.1.5); daphne reports none.
+                        sock.close_code = message.get("code") or NO_STATUS_RECEIVED
                         sock.close_reason = message.get("reason") or ""
                     break
                 if kind != "websocket.receive" or sock.state is not SocketState.OPEN:

@@ -17,3 +17,7 @@ class WsgroupsConfig(AppConfig):
     def ready(self) -> None:
         install_layer_tuning()
         autodiscover_modules("sockets")
+        # Imported once the apps are ready: it reaches the runtime, and so the models.
+        from . import runserver
+
+        runserver.install()

@@ -27,6 +27,7 @@ refuse to start with the same errors.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,7 +125,7 @@ def check_asgi_application(app_configs: Sequence[AppConfig] | None = None, **kwa
         return [
             Error(
                 f"ASGI_APPLICATION {path!r} cannot be imported: {type(exc).__name__}: {exc}",
-                hint="Point it at the application object of your asgi.py, e.g. 'project.asgi.application'.",
+                hint=_asgi_hint(path),
                 id="wsgroups.E011",
             )
         ]
@@ -138,6 +139,17 @@ def check_asgi_application(app_configs: Sequence[AppConfig] | None = None, **kwa
             )
         ]
     return []
+
+
+def _asgi_hint(path: str) -> str:
+    """Where the project's application probably is: next to its settings module."""
+    module = path.rpartition(".")[0] or path
+    settings_module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    package = settings_module.rpartition(".")[0]
+    hint = f"Tried to import module {module!r}."
+    if package:
+        hint += f" Settings are {settings_module!r}, so it is probably {package + '.asgi.application'!r}."
+    return hint + " Point ASGI_APPLICATION at the application object of your asgi.py."
 
 
 def routes_to_wsgroups(application: object, depth: int = 8) -> bool:

@@ -227,7 +227,7 @@ class RegistryEntry(Protocol):
     path: str
     opened_at: datetime | None
     session_key: str | None
-    user_id: int | None
+    user_id: Any
     remote_addr: str
     subprotocol: str | None
     close_code: int | None

@@ -9,6 +9,7 @@ __all__ = [
     "ABNORMAL_CLOSURE",
     "CLOSE_DECISIONS",
     "MAX_CLOSE_REASON_BYTES",
+    "NO_STATUS_RECEIVED",
     "CloseCode",
     "Closing",
     "ConnectionFlags",
@@ -54,6 +55,10 @@ def is_sendable_close_code(code: int) -> bool:
 
 #: A close frame holds at most 125 bytes of payload: a 2-byte code and the reason.
 MAX_CLOSE_REASON_BYTES = 123
+
+#: The code the registry records for a client's close frame that carried no code
+#: (never sent: RFC 6455 7.1.5 reserves it).
+NO_STATUS_RECEIVED = 1005
 
 #: The code the registry records for a socket whose process died (never sent: RFC 6455
 #: reserves 1006 for a connection that ended without a close frame).

@@ -23,6 +23,7 @@ __all__ = [
     "check_header",
     "check_header_bytes",
     "check_subprotocol",
+    "django_allowed_hosts",
     "head_refusal",
     "origin_allowed",
     "rejection_headers",
@@ -128,6 +129,17 @@ def check_close(code: object, reason: object) -> tuple[int, str]:
     if size > MAX_CLOSE_REASON_BYTES:
         raise ValueError(f"message is {size} UTF-8 bytes; a close reason holds at most {MAX_CLOSE_REASON_BYTES}")
     return int(code), reason
+
+
+#: The hosts Django accepts when DEBUG is on and ALLOWED_HOSTS is empty (as ``HttpRequest.get_host``).
+DEBUG_ALLOWED_HOSTS = (".localhost", "127.0.0.1", "[::1]")
+
+
+def django_allowed_hosts(allowed_hosts: Sequence[str], debug: bool) -> list[str]:
+    """The hosts Django itself accepts requests for, so that a page it serves may upgrade."""
+    if debug and not allowed_hosts:
+        return list(DEBUG_ALLOWED_HOSTS)
+    return list(allowed_hosts)
 
 
 def origin_allowed(origin: str | None, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> bool:

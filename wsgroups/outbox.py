@@ -95,7 +95,8 @@ class LocalSocket:
         self.group = ""
         self.session_key: str | None = None
         self.subprotocol: str | None = None
-        self.user_id: int | None = None
+        #: The primary key of the user who upgraded (any pk type), or None.
+        self.user_id: Any = None
         self.opened_at: datetime | None = None
         self.close_code: int | None = None
         self.close_reason = ""

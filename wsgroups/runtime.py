@@ -78,10 +78,12 @@ class Runtime:
         self._id_lock = asyncio.Lock()
         self._started = False
         self._start_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._registry_task: asyncio.Task[None] | None = None
+        self._duties: list[asyncio.Task[None]] = []
         self._registry_opened: list[LocalSocket] = []
         self._registry_closed: list[LocalSocket] = []
         self._registry_wakeup = asyncio.Event()
+        self._registry_lock = asyncio.Lock()
 
     @property
     def started(self) -> bool:
@@ -123,8 +125,8 @@ class Runtime:
                 )
             self.kind = kind
             self.process_id = await in_thread(cluster.register_process)(kind, channel_name)
-            self._tasks.append(self.loop.create_task(self._registry_loop()))
-            self._tasks.extend(self.loop.create_task(duty(self)) for duty in duties)
+            self._registry_task = self.loop.create_task(self._registry_loop())
+            self._duties = [self.loop.create_task(duty(self)) for duty in duties]
             self._started = True
 
     async def rejoin(self) -> None:
@@ -136,17 +138,18 @@ class Runtime:
 
     async def leave(self) -> None:
         """Stop the duties, write the registry, record the stop and close the transport."""
-        for task in self._tasks:
-            task.cancel()
-        if not self._started:
-            return
-        try:
-            await self.flush_registry()
-            assert self.process_id is not None
-            await in_thread(cluster.stop_process)(self.process_id)
-        except Exception:
-            logger.exception("wsgroups: could not record the shutdown in the database")
-        if self.transport is not None:
+        for task in self._duties:
+            task.cancel()  # first: a heartbeat after the stop would rejoin
+        if self._started:
+            try:
+                await self.flush_registry()  # after any write in flight: nothing is left out
+                assert self.process_id is not None
+                await in_thread(cluster.stop_process)(self.process_id)
+            except Exception:
+                logger.exception("wsgroups: could not record the shutdown in the database")
+        if self._registry_task is not None:
+            self._registry_task.cancel()
+        if self._started and self.transport is not None:
             await self.transport.stop()
 
     # --- sockets and IDs ----------------------------------------------------------------
@@ -219,7 +222,12 @@ class Runtime:
             await self.flush_registry()
 
     async def flush_registry(self) -> None:
-        """Write pending registry rows, then let the sockets they announce speak."""
+        """Write pending registry rows, then let the sockets they announce speak (one write
+        at a time: a flush waits for the write in flight, so a row is never overtaken)."""
+        async with self._registry_lock:
+            await self._write_registry()
+
+    async def _write_registry(self) -> None:
         opened, self._registry_opened = self._registry_opened, []
         closed, self._registry_closed = self._registry_closed, []
         if not opened and not closed:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 
 from .codes import Closing, close_for
 from .conf import conf
@@ -40,6 +40,11 @@ def session_cookie(session_key: str) -> str:
     return response.cookies[settings.SESSION_COOKIE_NAME].output(header="").strip()
 
 
+def _user_pk(user: Any) -> Any:
+    """The primary key of an authenticated user (AuthenticationMiddleware's), else None."""
+    return user.pk if user is not None and getattr(user, "is_authenticated", False) else None
+
+
 class WebSocketUpgrade:
     """Set as ``request.websocket`` on an upgrade request; falsy attribute is None elsewhere.
 
@@ -51,6 +56,8 @@ class WebSocketUpgrade:
         self._sock = sock
         self.subprotocols: list[str] = list(subprotocols)
         self.upgraded = False
+        #: The upgrade request (set by the application): its user goes into the registry.
+        self.request: HttpRequest | None = None
         #: Set on the loop when the handshake timed out and the client was refused.
         self._expired_after: float | None = None
 
@@ -87,6 +94,8 @@ class WebSocketUpgrade:
             session.save()
             session_key = session.session_key
             pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
+        user = getattr(self.request, "user", None)
+        self._sock.user_id = _user_pk(user)
         return self._accept(group, pairs, session_key, subprotocol)
 
     async def asend_upgrade(
@@ -103,6 +112,8 @@ class WebSocketUpgrade:
             await sync_to_async(session.save)()
             session_key = session.session_key
             pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
+        auser = getattr(self.request, "auser", None)
+        self._sock.user_id = _user_pk(await auser()) if auser is not None else None
         return self._accept(group, pairs, session_key, subprotocol)
 
     def _prepare(

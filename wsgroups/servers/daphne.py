@@ -56,6 +56,9 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         limit = conf.MAX_MESSAGE_SIZE
         if not 0 < self.factory.maxFramePayloadSize <= limit:
             self.factory.maxFramePayloadSize = limit
+        # Answer a client's close with its own code and reason (RFC 6455 5.5.1); autobahn
+        # otherwise answers 1000 whatever the client sent.
+        self.factory.echoCloseCodeReason = True
         super()._connectionMade()
         self.versions = [int(WEBSOCKET_VERSION)]  # autobahn also serves hybi-10 (version 8)
 

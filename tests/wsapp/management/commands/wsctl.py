@@ -58,6 +58,11 @@ class Command(BaseCommand):
 
                 row = Connection.objects.filter(pk=int(target)).values("state", "close_code", "close_reason").first()
                 result = row
+            elif action == "process-of":
+                from wsgroups.models import Connection
+
+                process = Connection.objects.select_related("process").get(pk=int(target)).process
+                result = {"id": process.pk, "stopped": process.stopped_at is not None}
             elif action == "registry-between":
                 result = _registry_between(int(target), int(rest[0]))
             elif action == "registry-path":
