@@ -10,12 +10,15 @@ from wsgroups.asgi import get_asgi_application
 from wsgroups.checks import (
     MIDDLEWARE_PATH,
     check_asgi_application,
+    check_handlers,
+    check_migrations,
     check_settings,
     check_wiring,
     routes_to_wsgroups,
     startup_errors,
 )
 from wsgroups.conf import DEFAULTS
+from wsgroups.handlers import HandlerRegistry
 from wsgroups.routing import ProtocolRouter
 
 
@@ -32,6 +35,7 @@ def test_demo_project_settings_produce_no_wsgroups_messages():
     assert check_settings() == []
 
 
+@pytest.mark.django_db
 def test_checks_are_registered_with_django():
     assert wsgroups_ids(checks.run_checks(tags=[checks.Tags.compatibility])) == []
     with override_settings(WSGROUPS={"BOGUS": 1}):
@@ -293,12 +297,22 @@ def test_e011_asgi_application_cannot_be_imported():
     assert "project.no_such_module.application" in messages[0].msg
 
 
+def test_e011_hint_names_the_module_tried_and_the_likely_one(monkeypatch):
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    with override_settings(ASGI_APPLICATION="project.asgi.application_missing"):
+        (message,) = check_asgi_application()
+    assert "'project.asgi'" in message.hint
+    assert "'mysite.asgi.application'" in message.hint
+    assert "project.asgi.application'" not in message.hint.replace("'project.asgi'", "")
+
+
 def test_w002_asgi_application_that_bypasses_wsgroups():
     with override_settings(ASGI_APPLICATION="tests.test_checks.plain_application"):
         messages = check_asgi_application()
     assert ids(messages) == ["wsgroups.W002"]
 
 
+@pytest.mark.django_db
 def test_no_w002_for_the_demo_application_wrapped_in_static_files_handler():
     assert check_asgi_application() == []
 
@@ -333,6 +347,7 @@ def test_get_asgi_application_refuses_a_configuration_with_errors():
     assert "wsgroups.E009" in text and "wsgroups.E007" in text and "MESSAGE_RATE" in text
 
 
+@pytest.mark.django_db
 def test_get_asgi_application_ignores_warnings_and_silenced_errors():
     apps = [app for app in settings.INSTALLED_APPS if app != "daphne"]  # W001 only
     with override_settings(INSTALLED_APPS=apps):
@@ -348,3 +363,56 @@ def test_every_setting_is_checked(key):
         messages = check_settings()
     assert ids(messages) == ["wsgroups.E007"]
     assert key in messages[0].msg
+
+
+# --- W005-W007: the project around wsgroups ------------------------------------------
+
+
+@pytest.mark.django_db
+def test_no_w005_once_migrated():
+    assert check_migrations() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_w005_when_wsgroups_tables_are_missing():
+    from django.core.management import call_command
+
+    call_command("migrate", "wsgroups", "zero", verbosity=0)
+    try:
+        messages = check_migrations()
+    finally:
+        call_command("migrate", "wsgroups", verbosity=0)
+    assert ids(messages) == ["wsgroups.W005"]
+    assert "manage.py migrate" in messages[0].hint
+
+
+def test_w005_is_not_reported_by_migrate_itself(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["manage.py", "migrate"])
+    assert check_migrations() == []
+
+
+def test_w006_for_a_group_with_only_a_disconnect_handler():
+    registry = HandlerRegistry()
+    registry.websocket_disconnect("lonely")(lambda ws: None)
+
+    @registry.websocket("fine")
+    def on_text(message: str, ws: object) -> None: ...
+
+    registry.websocket_disconnect("fine")(lambda ws: None)
+    messages = [m for m in check_handlers(registry=registry) if m.id == "wsgroups.W006"]
+    assert len(messages) == 1 and "'lonely'" in messages[0].msg
+
+
+def test_w007_for_a_sockets_module_beside_the_settings(tmp_path, monkeypatch):
+    package = tmp_path / "straysite"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "settings.py").write_text("")
+    (package / "sockets.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "straysite.settings")
+    messages = check_handlers(registry=HandlerRegistry())
+    assert ids(messages) == ["wsgroups.W007"]
+    assert "straysite.sockets" in messages[0].msg
+    (package / "sockets.py").unlink()
+    assert check_handlers(registry=HandlerRegistry()) == []

@@ -15,8 +15,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import Server
-from .wsclient import client_frame, first_text_frame, raw_handshake
+from .conftest import Server, run_ctl
+from .wsclient import client_frame, first_text_frame, raw_handshake, read_close
 
 pytestmark = pytest.mark.e2e
 
@@ -197,3 +197,30 @@ def test_a_burst_of_disconnects_leaves_no_stale_group_members(server: Server) ->
 
     assert asyncio.run(scenario()) == {"sent": 0, "members": 0}
     assert "MaxConnectionsError" not in server.log()
+
+
+def test_the_client_close_code_is_echoed_and_a_close_without_code_is_1005(server: Server, base_env) -> None:  # type: ignore[no-untyped-def]
+    async def custom_close() -> tuple[int | None, str | None, int]:
+        ws = await connect(f"{server.url}/ws/echo")
+        socket_id = int(json.loads(await ws.recv())["id"])
+        await ws.close(4000, "custom")
+        echoed = ws.protocol.close_rcvd
+        return (echoed.code if echoed else None), (echoed.reason if echoed else None), socket_id
+
+    code, reason, custom_id = asyncio.run(custom_close())
+    assert (code, reason) == (4000, "custom"), "the server must answer a close with the client's own code"
+
+    bare = raw_handshake(server.port, "/ws/echo")
+    assert bare.status == 101
+    bare_id = int(json.loads(first_text_frame(bare))["id"])
+    bare.sock.sendall(client_frame(0x8, b""))  # a close frame with no code, as ws.close() sends
+    assert read_close(bare.sock).code == 1005  # answered with no code either
+    bare.close()
+
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [run_ctl(base_env, "registry", str(i)) for i in (custom_id, bare_id)]
+        if all(row and row["state"] == "closed" for row in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [(row["close_code"], row["close_reason"]) for row in rows] == [(4000, "custom"), (1005, "")]

@@ -14,6 +14,7 @@ from wsgroups.handshake import (
     check_cookie,
     check_header,
     check_subprotocol,
+    django_allowed_hosts,
     head_refusal,
     origin_allowed,
     rejection_headers,
@@ -491,3 +492,22 @@ def test_head_refusal_is_a_complete_response_that_closes(status, phrase):
     assert b"Connection: close" in lines
     assert b"Content-Length: %d" % len(body) in lines
     assert body == phrase + b".\n"
+
+
+# --- the hosts Django accepts --------------------------------------------------------
+
+
+def test_debug_with_empty_allowed_hosts_accepts_what_django_accepts():
+    hosts = django_allowed_hosts([], debug=True)
+    for origin in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000", "http://app.localhost"):
+        assert origin_allowed(origin, hosts, []), origin
+    assert not origin_allowed("http://evil.example:8000", hosts, [])
+
+
+def test_empty_allowed_hosts_without_debug_accepts_nothing():
+    assert django_allowed_hosts([], debug=False) == []
+    assert not origin_allowed("http://127.0.0.1:8000", django_allowed_hosts([], debug=False), [])
+
+
+def test_configured_allowed_hosts_are_used_as_they_are():
+    assert django_allowed_hosts(["example.com"], debug=True) == ["example.com"]

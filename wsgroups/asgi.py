@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING
 
 from django.core.asgi import get_asgi_application as django_asgi_application
 from django.core.exceptions import ImproperlyConfigured
 
-from .checks import startup_errors
+from .checks import check_migrations, startup_errors
 
 if TYPE_CHECKING:
     from .routing import ProtocolRouter
 
 __all__ = ["get_asgi_application"]
+
+logger = logging.getLogger("wsgroups")
 
 
 def get_asgi_application() -> ProtocolRouter:
@@ -35,6 +38,8 @@ def get_asgi_application() -> ProtocolRouter:
         raise ImproperlyConfigured(
             "wsgroups cannot start:\n" + "\n".join(f"  {e.id}: {e.msg} HINT: {e.hint or '-'}" for e in errors)
         )
+    for warning in check_migrations():
+        logger.warning("%s: %s HINT: %s", warning.id, warning.msg, warning.hint)
 
     # Imported once Django is set up: the application loads the models.
     from .routing import ProtocolRouter

@@ -18,6 +18,9 @@ W001    ``daphne`` is not in INSTALLED_APPS: ``runserver`` will not serve WebSoc
 W002    ``ASGI_APPLICATION`` does not route WebSocket scopes to wsgroups
 W003    ``MESSAGE_BURST`` is below one second of ``MESSAGE_RATE``
 W004    ``MAX_CONNECTIONS_PER_CLIENT`` or ``_PER_GROUP`` exceeds ``MAX_CONNECTIONS``
+W005    wsgroups' migrations are not applied (``manage.py migrate``): every upgrade would fail
+W006    a group has a disconnect handler but no text or binary handler: its frames close 1003
+W007    a ``sockets.py`` next to the settings module, outside any installed app, is never imported
 
 The wiring and settings checks also run when :func:`wsgroups.asgi.get_asgi_application`
 builds the application, so ``daphne`` and ``uvicorn`` (which run no system checks)
@@ -27,18 +30,31 @@ refuse to start with the same errors.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import ERROR, CheckMessage, Error, Tags, Warning, register
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, OPTIONS, conf
+from .handlers import HandlerRegistry, handle
 
-__all__ = ["check_asgi_application", "check_settings", "check_wiring", "routes_to_wsgroups", "startup_errors"]
+__all__ = [
+    "check_asgi_application",
+    "check_handlers",
+    "check_migrations",
+    "check_settings",
+    "check_wiring",
+    "routes_to_wsgroups",
+    "startup_errors",
+]
 
 MIDDLEWARE_PATH = "wsgroups.middleware.WebSocketMiddleware"
 
@@ -246,3 +262,67 @@ def _relation_problems(merged: dict[str, Any]) -> list[CheckMessage]:
             )
         )
     return errors
+
+
+@register(Tags.compatibility)
+def check_migrations(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """wsgroups' tables exist: its migrations are applied to the default database."""
+    if sys.argv[1:2] == ["migrate"]:
+        return []  # the command that applies them
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes("wsgroups"))
+    except DatabaseError:
+        return []  # a database that cannot be reached is Django's own error to report
+    missing = [migration for migration, _ in plan if migration.app_label == "wsgroups"]
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"wsgroups has {len(missing)} unapplied migration(s): its tables (processes, the socket "
+            "registry) are missing, so every WebSocket upgrade would fail with a server error.",
+            hint="Run 'python manage.py migrate'.",
+            id="wsgroups.W005",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_handlers(
+    app_configs: Sequence[AppConfig] | None = None, registry: HandlerRegistry = handle, **kwargs: Any
+) -> list[CheckMessage]:
+    """Handler registrations that cannot work as meant."""
+    messages: list[CheckMessage] = []
+    for group, handlers in sorted(registry.groups.items()):
+        if handlers.disconnect is not None and handlers.text is None and handlers.binary is None:
+            messages.append(
+                Warning(
+                    f"Group {group!r} has a disconnect handler but no text or binary handler, so "
+                    "every frame its sockets send closes them with 1003.",
+                    hint="Register a handler with @handle.websocket(group), or check the group name.",
+                    id="wsgroups.W006",
+                )
+            )
+    messages.extend(_stray_sockets_modules())
+    return messages
+
+
+def _stray_sockets_modules() -> list[CheckMessage]:
+    """A ``sockets.py`` beside the settings module, when that package is no installed app."""
+    package = os.environ.get("DJANGO_SETTINGS_MODULE", "").rpartition(".")[0]
+    if not package or any(app.name == package for app in apps.get_app_configs()):
+        return []
+    try:
+        found = importlib.util.find_spec(f"{package}.sockets") is not None
+    except (ImportError, ValueError):
+        return []
+    if not found:
+        return []
+    return [
+        Warning(
+            f"{package}.sockets is not in an installed app, so its handlers are never registered "
+            "(wsgroups imports the sockets.py module of each app in INSTALLED_APPS).",
+            hint=f"Move it into an app ('python manage.py startapp'), or add {package!r} to INSTALLED_APPS.",
+            id="wsgroups.W007",
+        )
+    ]

@@ -161,6 +161,18 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     def onClose(self, wasClean: bool, code: int, reason: str) -> None:
         if hasattr(self, "writable"):
             self.writable.set()
+        queue = getattr(self, "application_queue", None)
+        if wasClean and reason and queue is not None:
+            # daphne reports the client's close code but drops its reason (ASGI has a field
+            # for it); autobahn's reason for an unclean close is its own text, not the client's.
+            put = queue.put_nowait
+
+            def put_with_reason(message: dict[str, Any]) -> None:
+                if message.get("type") == "websocket.disconnect":
+                    message = {**message, "reason": reason}
+                put(message)
+
+            queue.put_nowait = put_with_reason
         super().onClose(wasClean, code, reason)
 
     def _accept(self, message: dict[str, Any]) -> None:
