@@ -257,10 +257,12 @@ def test_wsstatus_reports_live_servers_sockets_and_message_rates(cluster: Cluste
     async def scenario() -> dict[str, object]:
         ws, _ = await _open(cluster.servers[0], "room")
         async with ws:
-            stop = time.monotonic() + 4
+            done_reading = asyncio.Event()
 
             async def chatter() -> None:
-                while time.monotonic() < stop:
+                # Until wsstatus has read the status: a slow start of its process must not
+                # let the rates of the last heartbeat fall to zero.
+                while not done_reading.is_set():
                     await ws.send("tick")
                     await ws.recv()
                     await asyncio.sleep(0.005)
@@ -276,6 +278,7 @@ def test_wsstatus_reports_live_servers_sockets_and_message_rates(cluster: Cluste
                 text=True,
                 timeout=60,
             )
+            done_reading.set()
             await traffic
             assert done.returncode == 0, done.stderr
             return dict(json.loads(done.stdout))
@@ -286,3 +289,45 @@ def test_wsstatus_reports_live_servers_sockets_and_message_rates(cluster: Cluste
     assert busy["sockets"] >= 1 and busy["messages_in_per_s"] > 10 and busy["messages_out_per_s"] > 10
     assert status["groups"].get("room", 0) >= 1  # type: ignore[attr-defined]
     assert status["messages_in_per_s"] >= busy["messages_in_per_s"]
+
+
+@pytest.mark.parametrize("victim_kind", ["daphne", "uvicorn"])
+def test_an_idle_server_reaps_a_crashed_one(base_env, tmp_path, victim_kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Every server is a member of the cluster from its start: one that never served a
+    socket still reaps a crashed peer and runs each disconnect handler exactly once."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, start_server
+
+    env = dict(base_env)
+    if "SQLITE_PATH" in env:  # a cluster of their own: no other test's server reaps here
+        env["SQLITE_PATH"] = str(tmp_path / "idle.sqlite3")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+        )
+    survivor = start_server("uvicorn" if victim_kind == "daphne" else "daphne", env, tmp_path)
+    victim = start_server(victim_kind, env, tmp_path)
+    try:
+        _reap_scenario(survivor, victim)
+    finally:
+        survivor.stop(signal.SIGKILL, timeout=5)
+        victim.stop(signal.SIGKILL, timeout=5)
+
+
+def _reap_scenario(survivor: Server, victim: Server) -> None:
+
+    async def scenario() -> list[int]:
+        doomed = [await _open(victim) for _ in range(20)]
+        return [socket_id for _, socket_id in doomed]
+
+    ids = asyncio.run(scenario())
+    os.killpg(victim.process.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    rows = survivor.wait_for_events(lambda rows: {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), 20)
+    elapsed = time.monotonic() - killed_at
+    assert {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), survivor.log()
+    assert elapsed < 4 + 1 + 4, f"reaping took {elapsed:.1f}s"  # PROCESS_TIMEOUT + a heartbeat + slack
+    time.sleep(2.5)  # another reaping round must not run them again
+    counts = [sum(1 for r in survivor.events("disconnect") if r["id"] == socket_id) for socket_id in ids]
+    assert counts == [1] * len(ids)

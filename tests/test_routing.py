@@ -4,6 +4,7 @@ checks' recognition of the router behind ASGI middleware."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -103,6 +104,48 @@ def test_other_channel_scopes_are_refused(monkeypatch):
 
 
 # --- lifespan -----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """start_member, recorded instead of joining a real cluster."""
+    calls: list[str] = []
+
+    async def start_member() -> None:
+        calls.append("start_member")
+
+    monkeypatch.setattr(wsgroups.routing, "start_member", start_member)
+    return calls
+
+
+def test_lifespan_startup_joins_the_cluster_before_completing(started):
+    lifespan = Lifespan("lifespan.startup", "lifespan.shutdown")
+    order: list[str] = started
+
+    async def send(message: dict[str, Any]) -> None:
+        order.append(message["type"])
+        await Lifespan.send(lifespan, message)
+
+    asyncio.run(ProtocolRouter(Recorder(), Recorder())({"type": "lifespan"}, lifespan.receive, send))
+    assert order == ["start_member", "lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_start_member_joins_and_logs_a_failure_without_raising(monkeypatch, caplog):
+    monkeypatch.undo()  # the real start_member, with join and the signal handlers faked
+    joined: list[Any] = []
+
+    async def join(runtime: Any) -> None:
+        joined.append(runtime)
+        raise OSError("database away")
+
+    monkeypatch.setattr(wsgroups.routing, "join", join)
+    monkeypatch.setattr(wsgroups.routing, "install_signal_handlers", lambda runtime: None)
+    monkeypatch.setattr("wsgroups.runtime._runtime", None)
+    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
+    with caplog.at_level(logging.ERROR, logger="wsgroups"):
+        asyncio.run(wsgroups.routing.start_member())
+    assert len(joined) == 1
+    assert "could not join the cluster at startup" in caplog.text
 
 
 @pytest.fixture

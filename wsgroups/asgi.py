@@ -42,12 +42,12 @@ def get_asgi_application() -> ProtocolRouter:
         logger.warning("%s: %s HINT: %s", warning.id, warning.msg, warning.hint)
 
     # Imported once Django is set up: the application loads the models.
-    from .routing import ProtocolRouter
+    from .routing import ProtocolRouter, start_member
 
     if "daphne.server" in sys.modules:
         from .servers import daphne
 
-        daphne.install()
+        daphne.install(on_start=start_member)
     if "uvicorn.server" in sys.modules or "uvicorn.main" in sys.modules:
         from .servers import uvicorn
 

@@ -1,21 +1,38 @@
 """The project's ASGI application: routes each scope by type.
 
 ``http`` goes to Django, ``websocket`` to :class:`~wsgroups.application.WebSocketApplication`,
-``lifespan`` is answered here (its shutdown closes this process's sockets like SIGTERM
-does), and the ``wsgroups`` channel of ``manage.py runworker wsgroups`` runs the handler
-calls servers send in worker mode. :func:`wsgroups.asgi.get_asgi_application` builds it.
+``lifespan`` is answered here (its startup makes the process a member of the cluster,
+its shutdown closes this process's sockets like SIGTERM does), and the ``wsgroups``
+channel of ``manage.py runworker wsgroups`` runs the handler calls servers send in
+worker mode. :func:`wsgroups.asgi.get_asgi_application` builds it.
 """
 
 from __future__ import annotations
+
+import logging
 
 from .application import ASGIApp, Receive, Scope, Send, WebSocketApplication
 from .membership import join
 from .ops import BATCH_TYPE
 from .runtime import current_runtime, get_runtime
-from .shutdown import shutdown
+from .shutdown import install_signal_handlers, shutdown
 from .transport import WORKER_CHANNEL
 
-__all__ = ["ProtocolRouter", "serve_worker"]
+__all__ = ["ProtocolRouter", "serve_worker", "start_member"]
+
+logger = logging.getLogger("wsgroups")
+
+
+async def start_member() -> None:
+    """Make this server process a member of the cluster as it starts, not at its first
+    socket: an idle server heartbeats and reaps dead peers too."""
+    runtime = get_runtime()
+    install_signal_handlers(runtime)
+    try:
+        await join(runtime)
+    except Exception:
+        # The next socket tries again; until then this process is not a member.
+        logger.exception("wsgroups: could not join the cluster at startup")
 
 
 class ProtocolRouter:
@@ -47,6 +64,7 @@ class ProtocolRouter:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await start_member()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 runtime = current_runtime()

@@ -11,19 +11,16 @@ stops it at once.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Callable
 from types import FrameType
 
 from django.utils.autoreload import DJANGO_AUTORELOAD_ENV
 
 from .conf import conf
-from .runtime import current_runtime
+from .runtime import at_exit, current_runtime
 from .shutdown import shutdown
 
 __all__ = ["install"]
@@ -41,23 +38,9 @@ def install(argv: list[str] | None = None) -> None:
     if not _autoreloading(sys.argv if argv is None else argv):
         return
     if os.environ.get(DJANGO_AUTORELOAD_ENV) == "true":
-        _at_exit(close_sockets_at_exit)
+        at_exit(close_sockets_at_exit)
     else:
         signal.signal(signal.SIGINT, _wait_for_child)
-
-
-def _at_exit(func: Callable[[], None]) -> None:
-    """Run ``func`` as the interpreter starts to exit, while thread pools still take work.
-
-    ``atexit`` is too late: by then every ThreadPoolExecutor refuses new work, and the
-    shutdown needs them (sync disconnect handlers, the registry writes). Callbacks given
-    to threading's exit hook run before that, newest first, as concurrent.futures' own.
-    """
-    register = getattr(threading, "_register_atexit", None)
-    if register is None:
-        atexit.register(func)
-    else:
-        register(func)
 
 
 def close_sockets_at_exit() -> None:

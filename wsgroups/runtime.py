@@ -32,7 +32,15 @@ from .outbox import ASGISend, LocalSocket
 from .socket_table import SocketTable
 from .transport import OpsHandler, Transport
 
-__all__ = ["LIMIT_COUNTERS", "Runtime", "cluster_transport", "current_runtime", "get_runtime", "get_transport"]
+__all__ = [
+    "LIMIT_COUNTERS",
+    "Runtime",
+    "at_exit",
+    "cluster_transport",
+    "current_runtime",
+    "get_runtime",
+    "get_transport",
+]
 
 logger = logging.getLogger("wsgroups")
 
@@ -302,8 +310,22 @@ def _start_thread_transport() -> Transport:
 
     threading.Thread(target=run, name="wsgroups-transport", daemon=True).start()
     transport = started.result(timeout=30)
-    atexit.register(_flush_at_exit, transport)
+    at_exit(lambda: _flush_at_exit(transport))
     return transport
+
+
+def at_exit(func: Callable[[], None]) -> None:
+    """Run ``func`` as the interpreter starts to exit, while thread pools still take work.
+
+    ``atexit`` is too late for anything that reads the database: by then every
+    ThreadPoolExecutor refuses new work. Callbacks given to threading's exit hook run
+    before that (newest first, as concurrent.futures' own is older).
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(func)
+    else:
+        register(func)
 
 
 def _flush_at_exit(transport: Transport) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from autobahn.websocket.types import ConnectionDeny
@@ -312,8 +313,14 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     arm()
 
 
-def install() -> None:
+def install(on_start: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection and bound
-    the time a connection may take to send its request head."""
+    the time a connection may take to send its request head; run ``on_start`` on daphne's
+    event loop as soon as it runs (daphne has no ASGI lifespan to say so)."""
     ws_protocol.WebSocketFactory.protocol = WebSocketProtocol
     _adapt_http_factory()
+    if on_start is not None:
+        from twisted.internet import reactor as twisted_reactor
+
+        started: list[asyncio.Future[None]] = []  # keeps the task referenced
+        twisted_reactor.callWhenRunning(lambda: started.append(asyncio.ensure_future(on_start())))
