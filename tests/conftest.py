@@ -71,14 +71,15 @@ class Server:
     log_path: Path
     events_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -110,15 +111,15 @@ class Server:
         return int(self.process.returncode)
 
 
-def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
+def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1") -> list[str]:
     bindir = Path(sys.executable).parent
     if kind == "daphne":
-        return [str(bindir / "daphne"), "-b", "127.0.0.1", "-p", str(port), *extra_args, "project.asgi:application"]
+        return [str(bindir / "daphne"), "-b", host, "-p", str(port), *extra_args, "project.asgi:application"]
     if kind == "uvicorn":
         return [
             str(bindir / "uvicorn"),
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
             "--no-access-log",
@@ -126,9 +127,9 @@ def _command(kind: str, port: int, extra_args: list[str]) -> list[str]:
             "project.asgi:application",
         ]
     if kind == "runserver":
-        return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}", *extra_args]
+        return [sys.executable, "manage.py", "runserver", "--noreload", f"{host}:{port}", *extra_args]
     if kind == "runserver-autoreload":
-        return [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", *extra_args]
+        return [sys.executable, "manage.py", "runserver", f"{host}:{port}", *extra_args]
     if kind == "runworker":
         return [sys.executable, "manage.py", "runworker", "wsgroups", *extra_args]
     raise ValueError(f"unknown server kind {kind!r}")
@@ -140,21 +141,30 @@ def start_server(
     workdir: Path,
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
+    host: str = "127.0.0.1",
 ) -> Server:
-    port = free_port()
-    log_path = workdir / f"{kind}-{port}.log"
-    events_path = workdir / f"{kind}-{port}.events"
+    """Start a server process listening on ``host`` (a loopback address) and a free port.
+
+    A server on another address than 127.0.0.1 also accepts that address as its ``Host``
+    (``WSGROUPS_TEST_EXTRA_HOSTS``, added to ``ALLOWED_HOSTS``), as a deployment would.
+    """
+    port = free_port(host)
+    name = f"{kind}-{port}" if host == "127.0.0.1" else f"{kind}-{host}-{port}"
+    log_path = workdir / f"{name}.log"
+    events_path = workdir / f"{name}.events"
     full_env = {**env, **(extra_env or {}), "WSGROUPS_TEST_EVENTS": str(events_path)}
+    if host != "127.0.0.1":
+        full_env["WSGROUPS_TEST_EXTRA_HOSTS"] = host
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _command(kind, port, extra_args or []),
+            _command(kind, port, extra_args or [], host),
             cwd=ROOT,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(kind, port, proc, log_path, events_path)
+    server = Server(kind, port, proc, log_path, events_path, host=host)
     deadline = time.monotonic() + 30
     while kind == "runworker":
         if proc.poll() is not None:
@@ -169,12 +179,12 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"{kind} exited with {proc.returncode}:\n{server.log()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 break
         except OSError:
             if time.monotonic() > deadline:
                 server.stop(signal.SIGKILL)
-                raise RuntimeError(f"{kind} did not listen on {port}:\n{server.log()}") from None
+                raise RuntimeError(f"{kind} did not listen on {host}:{port}:\n{server.log()}") from None
             time.sleep(0.1)
     return server
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -43,18 +43,19 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
 
 
-def start_redis(port: int) -> subprocess.Popen[bytes]:
-    """A private redis-server on ``port`` (loopback only, nothing on disk), once it answers."""
+def start_redis(port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    """A private redis-server on ``host:port`` (a loopback address, nothing on disk), once it answers."""
     proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [_redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while not redis_answers("127.0.0.1", port):
-        if time.monotonic() > deadline:
+    while not redis_answers(host, port):
+        if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"could not start redis-server on port {port}")
+            proc.wait(10)
+            raise RuntimeError(f"could not start redis-server on {host}:{port}")
         time.sleep(0.05)
     return proc
 

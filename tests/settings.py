@@ -11,7 +11,7 @@ if not os.environ.get("REDIS_URL") and not os.environ.get("WSGROUPS_TEST_EMBEDDE
     os.environ["REDIS_URL"] = redis_service().url
 
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS, WSGROUPS
+from project.settings import ALLOWED_HOSTS, INSTALLED_APPS, WSGROUPS
 
 
 def _optional_int(name: str, default: str) -> int | None:
@@ -20,6 +20,8 @@ def _optional_int(name: str, default: str) -> int | None:
 
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.wsapp"]
+# A server started on another loopback address answers to it (start_server(host=...)).
+ALLOWED_HOSTS = [*ALLOWED_HOSTS, *(h for h in os.environ.get("WSGROUPS_TEST_EXTRA_HOSTS", "").split(",") if h)]
 ROOT_URLCONF = "tests.wsapp.urls"
 WSGROUPS = {
     **WSGROUPS,

@@ -15,5 +15,6 @@ urlpatterns = [
     path("broadcast/<str:group>", views.broadcast),
     path("disconnect/<str:group>", views.disconnect_group),
     path("send/<int:socket_id>", views.send_to),
+    path("is-dead/<int:socket_id>", views.is_dead),
     path("", include("project.urls")),
 ]

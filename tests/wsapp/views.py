@@ -79,6 +79,10 @@ def send_to(request: HttpRequest, socket_id: int) -> HttpResponse:
         return JsonResponse({"error": "TransportError", "message": str(exc)})
 
 
+def is_dead(request: HttpRequest, socket_id: int) -> HttpResponse:
+    return JsonResponse({"dead": WebSocket(socket_id).is_dead()})
+
+
 def disconnect_group(request: HttpRequest, group: str) -> HttpResponse:
     return JsonResponse({"closed": Group(group).disconnect("bye all", code=4001)})
 

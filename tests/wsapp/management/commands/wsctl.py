@@ -13,7 +13,10 @@ from wsgroups.exceptions import TransportError
 
 
 class Command(BaseCommand):
-    help = "send / disconnect / is-dead / broadcast / group-disconnect / sockets / registry, from this process"
+    help = (
+        "send / send-many / fanout / disconnect / is-dead / dead-map / broadcast / group-disconnect / sockets / "
+        "registry / subscribe / subscriptions, from this process"
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action")
@@ -35,8 +38,14 @@ class Command(BaseCommand):
                 results = [ws.send(text.replace("{i}", str(i))) for i in range(options["count"])]
                 result = all(results)
             elif action == "send-many":
+                # --count rounds of one send to each of the IDs; {id} and {i} in the text
+                # become the socket's ID and the round's number.
                 ids = [int(part) for part in target.split(",")]
-                result = sum(WebSocket(i).send(rest[0]) for _ in range(options["count"]) for i in ids)
+                result = sum(
+                    WebSocket(i).send(rest[0].replace("{id}", str(i)).replace("{i}", str(k)))
+                    for k in range(options["count"])
+                    for i in ids
+                )
             elif action == "fanout":
                 # One sender process: --count broadcasts to the group, then --repeat sends by
                 # ID to each of the IDs in values[0], then is_dead() of the last of them.
@@ -49,6 +58,8 @@ class Command(BaseCommand):
                 result = WebSocket(int(target)).disconnect(rest[0] if rest else None, options["code"])
             elif action == "is-dead":
                 result = WebSocket(int(target)).is_dead()
+            elif action == "dead-map":
+                result = {part: WebSocket(int(part)).is_dead() for part in target.split(",")}
             elif action == "broadcast":
                 result = Group(target).broadcast(rest[0], exclude=options["exclude"])
             elif action == "group-disconnect":
@@ -71,6 +82,20 @@ class Command(BaseCommand):
                 result = Connection.objects.filter(path=target).count()
             elif action == "sockets":
                 result = sorted(ws.id for ws in Group(target).sockets())
+            elif action == "subscribe":
+                from wsgroups.models import BroadcastSubscription
+
+                ids = [int(part) for part in target.split(",")]
+                result = len(
+                    BroadcastSubscription.objects.bulk_create([BroadcastSubscription(websocket_id=i) for i in ids])
+                )
+            elif action == "subscriptions":
+                # The broadcaster's count of each of the IDs that still has a subscription.
+                from wsgroups.models import BroadcastSubscription
+
+                ids = [int(part) for part in target.split(",")]
+                rows = BroadcastSubscription.objects.filter(websocket_id__in=ids)
+                result = {str(i): n for i, n in rows.values_list("websocket_id", "num_broadcasted")}
             else:
                 raise ValueError(f"unknown action {action!r}")
         except TransportError as exc:
