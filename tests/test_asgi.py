@@ -68,7 +68,11 @@ def test_property_channel_scopes_other_than_the_worker_channel_are_refused(chann
     assert http.scopes == [] and websocket.scopes == []
 
 
-def test_lifespan_startup_and_shutdown_are_answered_by_the_router():
+def test_lifespan_startup_and_shutdown_are_answered_by_the_router(monkeypatch):
+    async def start_member() -> None:  # joining the cluster is tests/test_routing.py's
+        pass
+
+    monkeypatch.setattr("wsgroups.routing.start_member", start_member)
     http, websocket = Recorder(), Recorder()
     incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
     sent: list[dict[str, object]] = []
