@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ./dev.sh demo   set up .venv, then run the whole demo: two daphne servers (8000, 8001),
-#                 runworker and wsbroadcast on an embedded Redis (or REDIS_URL); Ctrl-C stops all
+# ./dev.sh demo   set up .venv, then run the whole demo: two daphne servers (8000, 8001) and
+#                 wsbroadcast on an embedded Redis (or REDIS_URL); --worker adds runworker and
+#                 runs the handlers there; Ctrl-C stops all
 # ./dev.sh test   set up .venv (and Chromium, PostgreSQL), run ruff, mypy and the whole test suite (extra args go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"

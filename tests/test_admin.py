@@ -115,8 +115,28 @@ def test_changelist_lists_every_row_newest_first_with_columns(admin_client: Clie
     assert response.status_code == 200
     assert result_ids(response) == [registry.closed.pk, registry.echo.pk, registry.chat_b.pk, registry.chat_a.pk]
     page = text(response)
-    for expected in ("/ws/chat/lobby", "alice", "10.0.0.7", "/ws/old", "Remote addr", "Close code"):
+    # The columns that fit a 1280-pixel window; the close code goes with the state.
+    assert response.context["cl"].list_display == [
+        "action_checkbox",
+        "id",
+        "group",
+        "state_and_code",
+        "user",
+        "opened_at",
+    ]
+    for expected in ("alice", "closed (1000)", "WebSocket ID", "Opened at"):
         assert expected in page
+    for elsewhere in ("/ws/chat/lobby", "10.0.0.7", "Remote addr", "Close code"):
+        assert elsewhere not in page.split('id="changelist-filter"')[0]
+
+
+def test_a_socket_page_shows_every_field_the_list_leaves_out(admin_client: Client, registry: Registry) -> None:
+    registry.closed.remote_addr, registry.closed.close_reason = "10.0.0.9", "bye now"
+    registry.closed.save()
+    page = text(admin_client.get(f"{CHANGELIST}{registry.closed.pk}/change/"))
+    for expected in ("/ws/old", "10.0.0.9", "Remote addr", "Close code", "1000", "Closed at", "bye now", "Session key"):
+        assert expected in page
+    assert f"server web1:101 (#{registry.live.pk})" in page
 
 
 @pytest.mark.parametrize(
@@ -381,6 +401,20 @@ def test_process_list_shows_liveness_and_heartbeat_age(admin_client: Client, reg
     page = text(response)
     assert "web1" in page and "web3" in page and "Heartbeat age" in page
     assert page.count('alt="True"') == 1 and page.count('alt="False"') == 2
+
+
+def test_process_list_has_few_columns_and_the_page_the_rest(admin_client: Client, registry: Registry) -> None:
+    registry.live.limit_events = {"rate_limited": 3}
+    registry.live.messages_in_per_s = 12.5
+    registry.live.save()
+    response = admin_client.get("/admin/wsgroups/process/")
+    assert list(response.context["cl"].list_display) == ["id", "kind", "host", "live", "heartbeat_age", "started_at"]
+    assert "web1:101" in text(response)
+    assert "rate_limited" not in text(response)
+    page = text(admin_client.get(f"/admin/wsgroups/process/{registry.live.pk}/change/"))
+    for expected in ("Refused or closed by limits", "3 rate_limited", "Stopped at", "Heartbeat age", "12.5", "web1"):
+        assert expected in page
+    assert 'alt="True"' in page
 
 
 def test_process_admin_is_read_only(admin_client: Client, registry: Registry) -> None:

@@ -1,5 +1,6 @@
 """The admin's socket actions against real servers: a staff user logs in over HTTP (with CSRF),
-selects a live socket and sends to it or disconnects it; a WebSocket client sees the result."""
+selects a live socket and sends to it or disconnects it; a WebSocket client sees the result.
+And the admin's lists in Debian's headless Chromium, in a 1280-pixel window."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from urllib.request import HTTPCookieProcessor, build_opener
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import ROOT, Server
+from .conftest import ROOT, Server, launch_chromium
 from .wsclient import close_of
 
 pytestmark = pytest.mark.e2e
@@ -197,3 +198,65 @@ def test_admin_rejects_a_post_without_csrf_token(server: Server, staff_user: str
     with pytest.raises(HTTPError) as caught:
         admin.post(CHANGELIST, [("action", "send_message"), ("index", "0"), ("_selected_action", "1")])
     assert caught.value.code == 403
+
+
+#: Where the last column of an admin list is, and whether anything is cut off on the right.
+RESULTS_GEOMETRY = """() => {
+  const table = document.getElementById("result_list");
+  const box = table.closest(".results");
+  const headers = [...table.querySelectorAll("thead th")];
+  const last = headers[headers.length - 1];
+  window.scrollTo(0, last.getBoundingClientRect().top + window.scrollY - 100);  // vertically only
+  const rect = last.getBoundingClientRect();
+  const hit = document.elementFromPoint(rect.right - 2, rect.top + rect.height / 2);
+  return {
+    header: last.textContent.trim(),
+    left: rect.left,
+    right: rect.right,
+    viewport: document.documentElement.clientWidth,
+    boxRight: box.getBoundingClientRect().right,
+    boxOverflow: box.scrollWidth - box.clientWidth,
+    pageOverflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    lastHeaderShown: hit !== null && last.contains(hit),
+    rows: table.querySelectorAll("tbody tr").length,
+  };
+}"""
+
+
+def test_admin_lists_fit_a_1280_pixel_window(server: Server, staff_user: str) -> None:
+    # Closed rows with a close code, the widest state.
+    admin = AdminBrowser(server)
+    admin.log_in(staff_user, PASSWORD)
+
+    async def closed_sockets() -> list[int]:
+        ids = []
+        for code in (4000, 1000):
+            ws, socket_id = await _open_echo(server)
+            await ws.close(code, "done")
+            ids.append(socket_id)
+        return ids
+
+    for socket_id in asyncio.run(closed_sockets()):
+        admin.wait_for_row(socket_id, "closed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{server.http}/admin/login/?next=/admin/")
+        page.fill("#id_username", staff_user)
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{server.http}/admin/")
+        for changelist, last_header in ((CHANGELIST, "Opened at"), ("/admin/wsgroups/process/", "Started at")):
+            page.goto(f"{server.http}{changelist}")
+            geometry = page.evaluate(RESULTS_GEOMETRY)
+            assert geometry["rows"] >= 1, geometry
+            assert " ".join(geometry["header"].split()).lower().endswith(last_header.lower()), geometry
+            # The last column's header is wholly inside the window and not clipped by the
+            # results box; neither the box nor the page scrolls sideways.
+            assert 0 <= geometry["left"] < geometry["right"] <= geometry["viewport"], geometry
+            assert geometry["right"] <= geometry["boxRight"] + 0.5, geometry
+            assert geometry["boxOverflow"] <= 0 and geometry["pageOverflow"] <= 0, geometry
+            assert geometry["lastHeaderShown"], geometry
+        browser.close()

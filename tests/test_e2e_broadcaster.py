@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,6 +205,128 @@ def test_sigint_mid_run_leaves_counts_consistent(bcast_server: Server, database_
         await ws.close()
 
     asyncio.run(scenario())
+
+
+class Lines:
+    """The lines a process writes to a pipe, read as they come."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            assert time.monotonic() < deadline, f"no line with {text!r}: {self.lines}"
+            time.sleep(0.05)
+
+    def join(self) -> list[str]:
+        self._thread.join(20)
+        return self.lines
+
+
+def _no_subscriptions(env: dict[str, str]) -> None:
+    """Delete the subscriptions earlier tests left, so that a first tick has nothing to prune."""
+    _manage(env, "from wsgroups.models import BroadcastSubscription as S; S.objects.all().delete()")
+
+
+def _tick_lines(lines: list[str]) -> list[str]:
+    return [re.sub(r" in \d+ ms$", "", line) for line in lines if line.startswith("wsbroadcast:") and "sent" in line]
+
+
+def test_the_log_has_a_tick_line_only_when_something_changed(
+    bcast_server: Server, database_env: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        ws, socket_id = await _open(bcast_server)
+        await asyncio.to_thread(_no_subscriptions, database_env)
+        proc = _wsbroadcast(database_env, "--interval", "0.2", "--limit", "3")
+        lines = Lines(proc.stdout)
+        await asyncio.to_thread(lines.wait_for, "wsbroadcast: leading")
+        await asyncio.sleep(1.0)  # ticks with nothing to do
+        await asyncio.to_thread(_subscribe, database_env, [socket_id])
+        frames, code = await _drain(ws, 15)
+        await asyncio.sleep(1.0)  # nothing to do again
+        proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(proc.wait, 20)
+        assert proc.returncode == 0, lines.lines
+        assert frames == [f"Broadcasting id: {socket_id}"] * 3
+        assert code == 1000
+        # About twenty ticks, four lines: each says what changed.
+        assert _tick_lines(lines.join()) == [
+            "wsbroadcast: leading; sent 0, disconnected 0, pruned 0",
+            "wsbroadcast: sent 1, disconnected 0, pruned 0",
+            "wsbroadcast: sent 0, disconnected 1, pruned 0",
+            "wsbroadcast: sent 0, disconnected 0, pruned 0",
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_every_tick_is_logged_at_debug(database_env: dict[str, str]) -> None:
+    _no_subscriptions(database_env)
+    proc = _wsbroadcast({**database_env, "WSGROUPS_LOG_LEVEL": "DEBUG"}, "--interval", "0.2")
+    lines = Lines(proc.stdout)
+    lines.wait_for("wsbroadcast: leading")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(20)
+    ticks = _tick_lines(lines.join())
+    assert ticks[0] == "wsbroadcast: leading; sent 0, disconnected 0, pruned 0"
+    assert len(ticks) >= 5 and set(ticks[1:]) == {"wsbroadcast: sent 0, disconnected 0, pruned 0"}, ticks
+
+
+@pytest.mark.parametrize("no_progress", [False, True])
+def test_on_a_terminal_a_progress_line_is_rewritten_each_tick(database_env: dict[str, str], no_progress: bool) -> None:
+    _no_subscriptions(database_env)
+    terminal, console = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "wsbroadcast", "--interval", "0.2", *(["--no-progress"] if no_progress else [])],
+        cwd=ROOT,
+        env=database_env,
+        stdout=console,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(console)
+    screen: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(terminal, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                return
+            if not data:
+                return
+            screen.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    lines = Lines(proc.stderr)
+    try:
+        lines.wait_for("wsbroadcast: leading")
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        reader.join(10)
+        os.close(terminal)
+    assert proc.returncode == 0, lines.lines
+    shown = b"".join(screen).decode()
+    # The log (stderr) has one tick line; the terminal, one rewrite per tick unless --no-progress.
+    assert len(_tick_lines(lines.join())) == 1, lines.lines
+    rewrites = shown.count("\r\x1b[Ksent 0, disconnected 0, pruned 0 in ")
+    if no_progress:
+        assert shown == "", shown
+    else:
+        assert rewrites >= 5, shown
+        assert shown.endswith("\r\n")  # the last progress line stays, ended
 
 
 def test_bad_arguments_are_command_errors(database_env: dict[str, str]) -> None:

@@ -2,8 +2,10 @@
 subscriptions, and send to or disconnect sockets held by any process.
 
 The registry and the process list are written by the servers only, so their admins are
-read-only. The socket actions need the ``wsgroups.change_connection`` permission (every
-superuser has it): viewing a socket is not enough to speak to it.
+read-only. Their lists show the columns that tell rows apart and fit a 1280-pixel window
+beside the admin's sidebars; every other field is on each row's page. The socket actions
+need the ``wsgroups.change_connection`` permission (every superuser has it): viewing a
+socket is not enough to speak to it.
 """
 
 from __future__ import annotations
@@ -124,16 +126,11 @@ class ReadOnlyAdminMixin:
 class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
     """The socket registry, read-only, with a live summary and actions that reach any process."""
 
-    list_display = (
-        "id",
-        "group",
-        "state",
-        "path",
-        "user",
-        "remote_addr",
-        "opened_at",
-        "closed_at",
-        "close_code",
+    list_display = ("id", "group", "state_and_code", "user", "opened_at")
+    fieldsets = (
+        (None, {"fields": ("id", "group", "state", "path", "subprotocol", "process")}),
+        ("Client", {"fields": ("user", "remote_addr", "session_key")}),
+        ("Lifetime", {"fields": ("opened_at", "closed_at", "close_code", "close_reason")}),
     )
     list_filter = ("group", "state", ("process", admin.RelatedOnlyFieldListFilter))
     # id and session key match exactly: partial IDs and keys would only find unrelated sockets.
@@ -142,6 +139,13 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
     ordering = ("-opened_at",)
     list_select_related = ("user", "process")
     actions = ("send_message", "disconnect_sockets")
+
+    @admin.display(description="state", ordering="state")
+    def state_and_code(self, connection: Connection) -> str:
+        """``open``, or ``closed (1001)`` with the close code the registry recorded."""
+        if connection.state == Connection.State.CLOSED and connection.close_code is not None:
+            return f"{connection.state} ({connection.close_code})"
+        return str(connection.state)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """May send to and disconnect sockets: holds ``wsgroups.change_connection``."""
@@ -257,9 +261,19 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
 class ProcessAdmin(ReadOnlyAdminMixin, ProcessModelAdmin):
     """Processes that joined the cluster, read-only; ``live`` applies the cluster's liveness rule."""
 
-    list_display = ("id", "kind", "hostname", "pid", "started_at", "heartbeat_age", "stopped_at", "live", "limits")
+    list_display = ("id", "kind", "host", "live", "heartbeat_age", "started_at")
     list_filter = ("kind",)
+    fieldsets = (
+        (None, {"fields": ("kind", "hostname", "pid", "channel_name")}),
+        ("Liveness", {"fields": ("live", "started_at", "heartbeat_at", "heartbeat_age", "stopped_at")}),
+        ("Traffic and limits", {"fields": ("messages_in_per_s", "messages_out_per_s", "limits")}),
+    )
+    readonly_fields = ("live", "heartbeat_age", "limits")
     search_fields = ("hostname", "pid__exact")
+
+    @admin.display(description="host:pid", ordering="hostname")
+    def host(self, process: Process) -> str:
+        return f"{process.hostname}:{process.pid}"
 
     @admin.display(description="heartbeat age", ordering="-heartbeat_at")
     def heartbeat_age(self, process: Process) -> str:

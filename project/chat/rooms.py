@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +28,8 @@ def clean_nickname(value: str | None) -> str | None:
 
 
 def event(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **fields})
+    """A chat event for the page: ``type``, ``at`` (the server's time, ms since the epoch) and ``fields``."""
+    return json.dumps({"type": kind, "at": int(time.time() * 1000), **fields})
 
 
 def members(room: str) -> list[ChatMember]:

@@ -1,4 +1,10 @@
-"""``manage.py wsbroadcast``: send every subscribed socket a message each interval."""
+"""``manage.py wsbroadcast``: send every subscribed socket a message each interval.
+
+The log gets a tick line (INFO) only when something changed: the first tick, counts that
+differ from the previous tick's, or taking or losing the lead; every tick is logged at
+DEBUG. On a TTY, a live progress line is rewritten in place each tick (``--no-progress``
+turns it off, as ``manage.py demo`` does: its processes share one console).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--group", default=None, help="only sockets of this group")
         parser.add_argument("--once", action="store_true", help="run one tick and exit")
+        parser.add_argument(
+            "--no-progress", action="store_true", help="no live progress line, even when stdout is a terminal"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["interval"] <= 0:
@@ -45,24 +54,42 @@ class Command(BaseCommand):
             stopping.append(signum)
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        progress = self.stdout.isatty()
+        progress = self.stdout.isatty() and not options["no_progress"]
+        was_leading: bool | None = None  # None before the first tick
+        previous_counts: tuple[int, int, int] | None = None  # None before the first tick and after an error
+
+        def show(line: str) -> None:
+            self.stdout.write(f"\r\x1b[K{line}", ending="")
+            self.stdout.flush()
+
+        def log(level: int, message: str, *args: object) -> None:
+            """Log, first clearing the progress line so the log line starts on a clean line."""
+            if progress and logger.isEnabledFor(level):
+                show("")
+            logger.log(level, message, *args)
+
         try:
             while not stopping:
                 began = time.monotonic()
                 try:
                     result = broadcaster.tick()
                 except TransportError as exc:
-                    logger.error("wsbroadcast: tick skipped: %s", exc)
+                    log(logging.ERROR, "wsbroadcast: tick skipped: %s", exc)
+                    previous_counts = None  # the next tick that works is logged
                     if options["once"]:
                         raise CommandError(str(exc)) from None
                 else:
+                    counts = (result.sent, result.disconnected, result.pruned)
+                    changed = result.leading != was_leading or counts != previous_counts
+                    level = logging.INFO if changed else logging.DEBUG
                     if not result.leading:
-                        logger.info("wsbroadcast: another broadcaster leads; standing by")
+                        log(level, "wsbroadcast: another broadcaster leads; standing by")
                     else:
-                        logger.info("wsbroadcast: %s", result.line())
-                        if progress:
-                            self.stdout.write(f"\r{result.line()}   ", ending="")
-                            self.stdout.flush()
+                        prefix = "leading; " if was_leading is not True else ""
+                        log(level, "wsbroadcast: %s%s", prefix, result.line())
+                    was_leading, previous_counts = result.leading, counts
+                    if progress:
+                        show(result.line() if result.leading else "standing by: another broadcaster leads")
                 if options["once"]:
                     break
                 while not stopping and time.monotonic() - began < options["interval"]:
