@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import websockets
 from django.conf import settings
 from django.test import override_settings
 from uvicorn.config import Config
@@ -414,6 +415,9 @@ def test_websocket_version_13_is_handed_to_the_application(installed):
     assert transport.buffer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
 
 
+WEBSOCKETS_MAJOR = int(websockets.__version__.split(".")[0])
+
+
 @pytest.mark.parametrize(
     ("request_head", "status"),
     [
@@ -430,6 +434,8 @@ def test_websocket_request_head_websockets_cannot_parse_is_answered(installed, r
         return protocol, transport
 
     protocol, transport = asyncio.run(scenario())
+    if WEBSOCKETS_MAJOR < 17:
+        status = b"400"  # older websockets prepare no answer: the adapter sends its own
     assert transport.buffer.startswith(b"HTTP/1.1 " + status + b" ")
     assert transport.closed
     assert protocol.tasks == set()

@@ -124,7 +124,8 @@ def _adapt_websocket_protocol(cls: Any) -> None:
     - a ``Sec-WebSocket-Version`` other than 13 gets 426 with ``Sec-WebSocket-Version: 13``
       (RFC 6455 4.2.2), not 400;
     - a request head websockets cannot parse (over 128 headers, a line over 8 KiB) gets the
-      refusal websockets prepared: uvicorn writes only when an event comes, and none does,
+      refusal websockets prepared (414 or 431; 400 under releases before 17, which prepare
+      none): uvicorn writes only when an event comes, and none does,
       so the connection hung with no answer;
     - a refused upgrade's handshake is marked done once its response has gone out, or
       uvicorn logs "ASGI callable returned without completing handshake." at ERROR for
@@ -164,7 +165,9 @@ def _adapt_websocket_protocol(cls: Any) -> None:
             and getattr(self.conn, "handshake_exc", None) is not None
             and not self.transport.is_closing()
         ):
-            self.transport.write(b"".join(self.conn.data_to_send()))
+            # websockets 17 prepares a 414 or 431; older releases only end the connection.
+            prepared = b"".join(self.conn.data_to_send())
+            self.transport.write(prepared or head_refusal(400))
             self.transport.close()
 
     async def send_marking_refusals(self: Any, message: Any) -> None:
