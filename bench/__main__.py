@@ -1,9 +1,10 @@
 """``python -m bench``: run the scenarios against wsgroups and a bare Channels consumer.
 
-Starts its own servers (and a private Redis when ``--redis-url`` does not answer),
-runs each selected scenario against each target with fresh server processes, stops
-every process it started, prints a Markdown table and writes the raw results as JSON
-lines. Exits 1 when a scenario failed with an error (not for "not available yet").
+Starts its own servers (and a private Redis when ``--redis-url`` does not answer, or
+``--shards`` private ones that the channel layer is sharded over), runs each selected
+scenario against each target with fresh server processes, stops every process it
+started, prints a Markdown table and writes the raw results as JSON lines. Exits 1 when
+a scenario failed with an error (not for "not available yet").
 """
 
 from __future__ import annotations
@@ -49,9 +50,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines results file")
     parser.add_argument(
         "--redis-url",
-        default=DEFAULT_REDIS,
-        help="Redis on 127.0.0.1 to use (its bench:* and asgi* keys are deleted); "
-        "a private redis-server is started when it does not answer",
+        help=f"Redis on 127.0.0.1 to use (default {DEFAULT_REDIS}; its bench:* and asgi* keys are "
+        "deleted); a private redis-server is started when it does not answer",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="shard the channel layer over this many private redis-servers (every process of the "
+        "run gets their URLs, comma-separated, in REDIS_URL); 1 (default): one Redis, as --redis-url says",
     )
     defaults = Options()
     for option in dataclasses.fields(Options):
@@ -59,7 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             continue
         flag = "--" + option.name.replace("_", "-")
         parser.add_argument(flag, type=type(getattr(defaults, option.name)), default=getattr(defaults, option.name))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.shards < 1:
+        parser.error("--shards must be at least 1")
+    if args.shards > 1 and args.redis_url is not None:
+        parser.error("--shards above 1 starts its own redis-servers: leave out --redis-url")
+    return args
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -81,9 +93,11 @@ async def run(
     log_dir: Path,
     db_dir: Path,
     samples: list[dict[str, Any]],
+    shards: int = 1,
 ) -> list[Record]:
-    """Set up Redis (``redis_url``, or a private one when None) and the database, then run
-    ``names`` against their targets in order; time series go to ``samples``."""
+    """Set up Redis (``redis_url``, or a private one when None; ``shards`` private ones when
+    above 1) and the database, then run ``names`` against their targets in order; time
+    series go to ``samples``."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.settings",
@@ -93,10 +107,14 @@ async def run(
     }
     records: list[Record] = []
     with ProcessGroup(log_dir, env) as processes:
-        redis_url = processes.redis_url(redis_url, _log)
+        if shards > 1:
+            redis_url = processes.sharded_redis_url(shards)
+            _log(f"channel layer sharded over {shards} private redis-servers: {redis_url}")
+        else:
+            redis_url = processes.redis_url(redis_url, _log)
         env["REDIS_URL"] = os.environ["REDIS_URL"] = redis_url
         await run_command([sys.executable, "manage.py", "migrate", "--noinput"], env, 300)
-        ctx = Context(options, processes, env, samples=samples)
+        ctx = Context(options, processes, env, samples=samples, shards=shards)
         for name in names:
             _, _, targets = SCENARIOS[name]
             for target in targets:
@@ -137,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         old_log.unlink()
     started = datetime.datetime.now(datetime.UTC)
     samples: list[dict[str, Any]] = []
-    redis_url = None if args.private_redis else args.redis_url
+    redis_url = None if args.private_redis else (args.redis_url or DEFAULT_REDIS)
     with tempfile.TemporaryDirectory(prefix="wsgroups-bench-") as db_dir:
-        records = _run_loop(run(options, names, redis_url, log_dir, Path(db_dir), samples))
+        records = _run_loop(run(options, names, redis_url, log_dir, Path(db_dir), samples, args.shards))
     command = shlex.join([Path(sys.executable).name, "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     run_info = {
         "started": started.isoformat(timespec="seconds"),
@@ -148,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         "fd_limit": fd_limit,
         "logs": str(log_dir),
     }
+    if args.shards > 1:
+        # Only then, so that a one-Redis run's results stay as they were.
+        run_info["shards"] = args.shards
     write_jsonl(args.out, run_info, options, records, samples)
-    print(table(records))
+    print(table(records, args.shards))
     if samples:
         print("\n" + samples_table(samples))
     print(f"\nraw results: {args.out}  server logs: {log_dir}")

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
-from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
+from bench.registry import BARE_KEY, WSGROUPS_KEY, shard_clients, sync_client
 from bench.servers import LOOPBACK, ManagedProcess, ProcessGroup, run_command
 
 __all__ = [
@@ -99,6 +99,8 @@ class Context:
     notes: list[str] = field(default_factory=list)
     #: Time series of long scenarios (the soak's samples), written to the results file.
     samples: list[dict[str, object]] = field(default_factory=list)
+    #: How many Redis servers the channel layer is sharded over (``--shards``).
+    shards: int = 1
 
 
 def mib(kib: float) -> float:
@@ -112,12 +114,12 @@ def spread(count: int, parts: int) -> list[int]:
 
 
 def _reset_redis() -> None:
-    """Forget the previous run's socket sets and channel-layer keys."""
-    redis = sync_client()
-    for pattern in ("bench:*", "asgi*"):
-        keys = list(redis.scan_iter(match=pattern, count=1000))
-        for start in range(0, len(keys), 1000):
-            redis.delete(*keys[start : start + 1000])
+    """Forget the previous run's socket sets and channel-layer keys (on every shard)."""
+    for redis in shard_clients():
+        for pattern in ("bench:*", "asgi*"):
+            keys = list(redis.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(keys), 1000):
+                redis.delete(*keys[start : start + 1000])
 
 
 @contextlib.asynccontextmanager

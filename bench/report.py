@@ -58,15 +58,18 @@ def _cell(record: Record | None) -> str:
     return _number(record.value)
 
 
-def table(records: list[Record]) -> str:
+def table(records: list[Record], shards: int = 1) -> str:
     """A Markdown table, one row per (scenario, metric); ratio is wsgroups / bare Channels.
 
-    Below it, the notes of rows that were not measured (why not) and other notes.
+    Above it, when ``shards`` is above 1, a line saying the channel layer was sharded over
+    that many Redis servers; below it, the notes of rows that were not measured (why not)
+    and other notes.
     """
     rows: dict[tuple[str, str], dict[str, Record]] = {}
     for record in records:
         rows.setdefault((record.scenario, record.metric), {})[record.target] = record
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines = [f"Channel layer sharded over {shards} Redis servers (`--shards {shards}`).", ""] if shards > 1 else []
+    lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for (scenario, metric), by_target in rows.items():
         ours, bare = by_target.get("wsgroups"), by_target.get("bare")
         ratio = ""

@@ -10,6 +10,10 @@ processes and stops them before it returns, so no state carries over between run
 A wsgroups capability that does not exist yet is reported as ``not available yet``
 (value None), never as a number: fan-outs first send one message to a few probe
 sockets and call the capability missing when none of them arrives in time.
+
+On a sharded channel layer (``--shards``), sends by channel name to bare consumers are
+reported as ``not possible with shards`` when some of the stored names are written to a
+shard their consumer does not read (see :func:`_bare_stranded`).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from bench.harness import (
 from bench.servers import ManagedProcess, run_command
 from bench.soak import soak
 
-__all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "SCENARIOS", "Scenario", "run_scenario"]
+__all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "NOT_POSSIBLE", "SCENARIOS", "Scenario", "run_scenario"]
 
 NOT_AVAILABLE = "not available yet"
+NOT_POSSIBLE = "not possible with shards"
 #: File descriptors the client keeps free for everything but its connections.
 FD_RESERVE = 500
 
@@ -77,8 +82,30 @@ def _sender(ctx: Context, kind: str, messages: int) -> Awaitable[str]:
     return run_sender(ctx, kind, arguments, o.timeout)
 
 
-def _unavailable(scenario: str, target: str, metrics: list[str], why: str) -> list[Record]:
-    return [Record(scenario, target, metric, None, NOT_AVAILABLE, why) for metric in metrics]
+def _unavailable(scenario: str, target: str, metrics: list[str], why: str, status: str = NOT_AVAILABLE) -> list[Record]:
+    return [Record(scenario, target, metric, None, status, why) for metric in metrics]
+
+
+async def _bare_stranded(ctx: Context) -> str:
+    """On a sharded layer, why the stored bare consumers cannot all be sent to by channel
+    name, or "" (always "" with one Redis, without asking).
+
+    channels_redis 4.3 writes a ``send`` to a process-local channel on the shard of the
+    whole name's hash and reads it from the shard of the part up to ``!``: when they
+    differ, the message waits where nobody reads it, and once the channel holds its
+    capacity the sender gets ChannelFull until it gives up.
+    """
+    if ctx.shards == 1:
+        return ""
+    found = json.loads(await run_sender(ctx, "bare-shards", [], ctx.options.timeout))
+    if not found["unreachable"]:
+        return ""
+    return (
+        f"{found['unreachable']} of {found['targets']} stored channel names are sent to another of the "
+        f"{found['shards']} Redis shards than the one their consumer reads (channels_redis hashes the whole "
+        "name to send, the part up to '!' to receive): their messages are never delivered and fill the "
+        "channel until the sender gets ChannelFull for good"
+    )
 
 
 FANOUT_METRICS = [
@@ -139,14 +166,19 @@ async def _probe(ctx: Context, url: str, key: str, kind: str) -> str:
 
 
 async def _fanout(ctx: Context, scenario: str, target: str, sockets: int, messages: int, kind: str) -> list[Record]:
+    # Bare sends by name on shards: the probe's few sockets could all be stranded (and so
+    # report a missing feature); the check on all the sockets below says what happens.
+    stranding = kind == "bare-ids" and ctx.shards > 1
     async with fresh_servers(ctx, target) as servers:
         url, key = ws_url(servers[0], PATHS[target]), ID_KEYS[target]
-        why = await _probe(ctx, url, key, kind)
+        why = "" if stranding else await _probe(ctx, url, key, kind)
         if why:
             return _unavailable(scenario, target, FANOUT_METRICS, why)
         await wait_registered_empty(key, ctx.options.probe_timeout + 10)
         async with _connections(ctx, [url], sockets) as opened:
             await wait_registered(key, sockets, ctx.options.timeout)
+            if stranding and (why := await _bare_stranded(ctx)):
+                return _unavailable(scenario, target, FANOUT_METRICS, why, NOT_POSSIBLE)
             sent = _sender(ctx, kind, messages)
             delivery = await client.collect(opened.connections, messages, sent, ctx.options.timeout, ctx.options.idle)
             return _fanout_records(scenario, target, delivery, opened, servers, delivery.why_missing())
@@ -199,6 +231,9 @@ async def broadcaster_tick(ctx: Context, target: str) -> list[Record]:
         urls = [ws_url(server, PATHS[target]) for server in servers]
         async with _connections(ctx, urls, sockets) as opened:
             await wait_registered(ID_KEYS[target], sockets, o.timeout)
+            if target == "bare" and (why := await _bare_stranded(ctx)):
+                note = f"{sockets} sockets over {o.tick_servers} servers; {why}"
+                return _unavailable(scenario, target, TICK_METRICS, note, NOT_POSSIBLE)
             tick: Callable[[], Awaitable[str]]
             if target == "wsgroups":
                 await _sender(ctx, "wsgroups-subscribe", 1)

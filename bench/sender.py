@@ -5,6 +5,10 @@ Kinds:
 - ``bare-group``: ``channel_layer.group_send("bench", ...)`` M times;
 - ``bare-ids``: M rounds of ``channel_layer.send(name, ...)`` to every channel name in
   :data:`bench.registry.BARE_KEY`, one by one (retrying while a channel is full);
+- ``bare-shards``: sends nothing; ``unreachable`` counts the stored channel names that
+  ``channel_layer.send`` writes to another Redis shard than the one their consumer reads
+  (channels_redis 4.3 hashes the whole name to send, the part up to ``!`` to receive;
+  always 0 with one Redis), ``shards`` is the layer's shard count;
 - ``wsgroups-group``: ``Group("bench").broadcast(...)`` M times;
 - ``wsgroups-ids``: M rounds of ``WebSocket(id).send(...)`` to every ID in
   :data:`bench.registry.WSGROUPS_KEY`;
@@ -38,7 +42,7 @@ from bench.messages import GROUP, message, soak_message
 from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
 
 SOAK_KINDS = ("soak-group", "soak-ids")
-KINDS = ("bare-group", "bare-ids", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe", *SOAK_KINDS)
+KINDS = ("bare-group", "bare-ids", "bare-shards", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe", *SOAK_KINDS)
 #: Redis counter of the messages the soak senders have had accepted so far.
 SOAK_SENT_KEY = "bench:soak:sent"
 
@@ -68,6 +72,14 @@ async def _bare_sends(layer: Any, kind: str, messages: int, size: int, deadline:
     from channels.exceptions import ChannelFull
 
     result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0}
+    if kind == "bare-shards":
+        names = _stored(BARE_KEY)
+        result["targets"] = len(names)
+        result["shards"] = int(getattr(layer, "ring_size", 1))
+        result["unreachable"] = sum(
+            layer.consistent_hash(name) != layer.consistent_hash(layer.non_local_name(name)) for name in names
+        )
+        return result
     if kind == "bare-group":
         for seq in range(messages):
             await layer.group_send(GROUP, {"type": "bench.message", "text": message(seq, size)})

@@ -191,7 +191,7 @@ class ProcessGroup:
         process.wait_port(timeout)
         return process
 
-    def start_redis(self, timeout: float = 10.0) -> ManagedProcess:
+    def start_redis(self, timeout: float = 10.0, name: str = "redis") -> ManagedProcess:
         """Start a private Redis (no persistence) on a free port; wait until it answers."""
         binary = shutil.which("redis-server")
         if binary is None:
@@ -212,11 +212,11 @@ class ProcessGroup:
             "--dir",
             str(self.log_dir),
         ]
-        process = self.start("redis", argv, port)
+        process = self.start(name, argv, port)
         deadline = time.monotonic() + timeout
         while not redis_answers(LOOPBACK, port):
             if _exited(process.pid) or time.monotonic() > deadline:
-                raise RuntimeError(f"private redis-server did not start:\n{process.log_tail()}")
+                raise RuntimeError(f"private redis-server {name} did not start:\n{process.log_tail()}")
             time.sleep(0.05)
         return process
 
@@ -235,6 +235,14 @@ class ProcessGroup:
             if log is not None:
                 log(f"{parts.netloc} does not answer: starting a private redis-server")
         return f"redis://{LOOPBACK}:{self.start_redis().port}/0"
+
+    def sharded_redis_url(self, shards: int) -> str:
+        """Start ``shards`` private redis-servers (``redis-0``, ``redis-1``…); return their URLs,
+        comma-separated: a ``REDIS_URL`` that shards the channel layer over all of them."""
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        ports = [self.start_redis(name=f"redis-{index}").port for index in range(shards)]
+        return ",".join(f"redis://{LOOPBACK}:{port}/0" for port in ports)
 
     def stop(self, process: ManagedProcess) -> None:
         process.stop(self.grace)
