@@ -1,9 +1,10 @@
 """The operations one wsgroups process sends another over the channel layer: the wire format.
 
 Each operation is a small immutable record. On the wire a batch is one channel-layer
-message ``{"type": "wsgroups.ops", "ops": [...], "reply_to": channel}`` whose ops are
-lists ``[tag, *fields]`` (:func:`encode` / :func:`decode`); answers come back as
-``{"type": "wsgroups.reply", "results": [[token, result], ...]}``.
+message ``{"type": "wsgroups.ops", "ops": [...], "reply_to": channel, "number": n}``
+whose ops are lists ``[tag, *fields]`` (:func:`encode` / :func:`decode`) and whose
+``number`` counts the sender's batches (a copy delivered twice is dropped); answers
+come back as ``{"type": "wsgroups.reply", "results": [[token, result], ...]}``.
 
 Operations that expect an answer (:data:`ANSWERED`) carry a ``token`` as their last
 field. When the destination of a query (:data:`QUERIES`) is gone, the sender resolves it

@@ -6,7 +6,9 @@ management commands and task workers). Operations queued from any thread are dra
 by one flush task: those bound for the same process in one round go out as *one*
 channel-layer message, so a broadcast or a burst of sends costs a Redis round trip per
 destination process, not per socket. Rounds go out one after another, so operations
-from one sender to one process arrive in the order they were queued.
+from one sender to one process arrive in the order they were queued. Each batch carries
+its sender's running number: a copy that the layer delivers twice when Redis fails
+mid-way (see :class:`RecentBatches`) is applied once.
 
 The operations and their wire format are in :mod:`wsgroups.ops`. This module imports
 nothing of wsgroups above the settings, the exceptions and the ops: the directory that
@@ -20,7 +22,7 @@ import concurrent.futures
 import itertools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,10 +50,50 @@ MAX_BATCH = 5000
 MAX_BATCH_BYTES = 512 * 1024
 #: Ops queued and not yet handed to the layer before ``queue`` refuses more.
 MAX_PENDING = 200_000
+#: Batch numbers remembered per sending process, and sending processes remembered, to
+#: recognise a batch the layer delivers twice (see :class:`RecentBatches`).
+RECENT_BATCHES = 256
+RECENT_SENDERS = 1024
 
 #: Applies a batch addressed to this process; returns the answers as ``[token, result]``.
 OpsHandler = Callable[[list[ops.Op], str], Awaitable[list[list[Any]]]]
 Destination = int | str  # an ID block (resolved through the directory) or a channel name
+
+
+class RecentBatches:
+    """The batches received lately, by sending process and batch number.
+
+    When Redis fails mid-way (a primary killed, a failover), channels_redis can deliver a
+    message twice: a send whose connection broke after the message was written is retried
+    (:meth:`Transport.send_message`), and a receive whose removal of its backup copy did
+    not reach Redis puts that copy back in the queue (``RedisChannelLayer.receive_single``).
+    Every batch carries its sender's running number, the same on each retry; a number seen
+    lately from the same sender is such a copy. Copies come within a few batches, so a
+    bounded memory (``RECENT_BATCHES`` numbers per sender, ``RECENT_SENDERS`` senders,
+    least recently heard from forgotten first) is enough.
+    """
+
+    def __init__(self, per_sender: int = RECENT_BATCHES, senders: int = RECENT_SENDERS) -> None:
+        self.per_sender, self.senders = per_sender, senders
+        self._seen: OrderedDict[str, tuple[deque[int], set[int]]] = OrderedDict()
+
+    def is_repeat(self, sender: str, number: int) -> bool:
+        """Whether ``number`` from ``sender`` was seen before (it is remembered now)."""
+        entry = self._seen.get(sender)
+        if entry is None:
+            entry = self._seen[sender] = (deque(), set())
+            if len(self._seen) > self.senders:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(sender)
+        order, numbers = entry
+        if number in numbers:
+            return True
+        order.append(number)
+        numbers.add(number)
+        if len(order) > self.per_sender:
+            numbers.discard(order.popleft())
+        return False
 
 
 class Transport:
@@ -65,7 +107,9 @@ class Transport:
         #: Applies ops addressed to this process (set by the runtime or the worker).
         self.on_ops: OpsHandler | None = None
         self.healthy = True
-        self.stats: dict[str, int] = {"batches_out": 0, "ops_out": 0, "ops_in": 0, "ops_failed": 0, "ops_to_dead": 0}
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("batches_out", "ops_out", "ops_in", "ops_failed", "ops_to_dead", "batches_repeated"), 0
+        )
         self._pending: deque[tuple[Destination, ops.Op]] = deque()
         self._scheduled = False
         self._flushing = False
@@ -73,6 +117,8 @@ class Transport:
         self._idle.set()
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
+        self._batch_numbers = itertools.count(1)
+        self._recent = RecentBatches()
         self._tasks: list[asyncio.Task[Any]] = []
         self._last_error_log = 0.0
 
@@ -225,7 +271,12 @@ class Transport:
         if channel == self.channel_name and self.on_ops is not None:
             await self.receive_batch(batch, self.channel_name)
             return
-        message = {"type": ops.BATCH_TYPE, "ops": [ops.encode(op) for op in batch], "reply_to": self.channel_name}
+        message = {
+            "type": ops.BATCH_TYPE,
+            "ops": [ops.encode(op) for op in batch],
+            "reply_to": self.channel_name,
+            "number": next(self._batch_numbers),  # the same on every retry: copies are recognised
+        }
         if await self.send_message(channel, message):
             self.stats["batches_out"] += 1
             self.stats["ops_out"] += len(batch)
@@ -317,7 +368,13 @@ class Transport:
             self._answer(message.get("results") or [])
 
     async def receive_message(self, message: dict[str, Any]) -> None:
-        """Decode and apply a batch message another process sent (undecodable ops are logged)."""
+        """Decode and apply a batch message another process sent (undecodable ops are logged);
+        a copy of a batch applied before is dropped."""
+        sender, number = str(message.get("reply_to") or ""), message.get("number")
+        if sender and isinstance(number, int) and self._recent.is_repeat(sender, number):
+            self.stats["batches_repeated"] += 1
+            logger.warning("wsgroups transport: dropped a second copy of batch %d from %s", number, sender)
+            return
         batch: list[ops.Op] = []
         for raw in message.get("ops") or ():
             try:

@@ -30,7 +30,12 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         password = self._demo_superuser()
         host, ports = options["host"], (options["port"], options["second_port"])
-        env = {**os.environ, "REDIS_URL": redis.redis_url(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if env.get("REDIS_URL") or not env.get("REDIS_SENTINELS"):
+            env["REDIS_URL"] = redis.redis_url()
+            redis_line = env["REDIS_URL"]
+        else:
+            redis_line = f"{env.get('REDIS_MASTER_NAME') or 'mymaster'} via Sentinels {env['REDIS_SENTINELS']}"
         daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
         commands = [
             [daphne, "-b", host, "-p", str(port), settings.ASGI_APPLICATION.rsplit(".", 1)[0] + ":application"]
@@ -50,7 +55,7 @@ class Command(BaseCommand):
                     "              (two server processes: chat across them in two tabs)",
                     f"  /wstest     ws://{host}:{ports[0]}/wstest",
                     f"  admin       http://{host}:{ports[0]}/admin/   user: demo   password: {password}",
-                    f"  Redis       {env['REDIS_URL']}",
+                    f"  Redis       {redis_line}",
                     "",
                 ]
             )
