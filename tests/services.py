@@ -43,13 +43,17 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
 
 
-def start_redis(port: int, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
-    """A private redis-server on ``host:port`` (a loopback address, nothing on disk), once it answers."""
-    proc = subprocess.Popen(
-        [_redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_redis(
+    port: int, *extra_args: str, host: str = "127.0.0.1", log_path: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A private redis-server on ``host:port`` (a loopback address, nothing on disk), once it answers.
+
+    ``extra_args`` go on its command line (``--replicaof``, ``--dir``); its log goes to
+    ``log_path`` when given.
+    """
+    command = [_redis_binary(), "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no"]
+    with open(log_path or os.devnull, "ab") as log:
+        proc = subprocess.Popen([*command, *extra_args], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while not redis_answers(host, port):
         if proc.poll() is not None or time.monotonic() > deadline:

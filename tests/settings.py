@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-if not os.environ.get("REDIS_URL") and not os.environ.get("WSGROUPS_TEST_EMBEDDED_REDIS"):
+if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_SENTINELS", "WSGROUPS_TEST_EMBEDDED_REDIS")):
     # The test process itself: use the tests' Redis, never the demo's embedded one.
     from tests.services import redis_service
 

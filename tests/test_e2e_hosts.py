@@ -132,7 +132,7 @@ def hosts(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     servers: list[Server] = []
     try:
         for host, port in shards:
-            redis_procs.append(start_redis(port, host))
+            redis_procs.append(start_redis(port, host=host))
         env = _migrated_env(base_env, workdir, ",".join(f"redis://{host}:{port}/0" for host, port in shards))
         with ThreadPoolExecutor(2) as pool:
             futures = [

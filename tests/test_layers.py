@@ -14,6 +14,7 @@ from channels_redis.core import RedisChannelLayer
 
 from wsgroups.exceptions import TransportError
 from wsgroups.layers import (
+    keep_popped_messages,
     new_reachable_channel,
     reaches_its_receiver,
     receiving_shard,
@@ -87,7 +88,62 @@ def test_tune_layer_sets_timeouts_unless_configured():
     assert layer.hosts[1]["socket_timeout"] == 1
 
 
-# --- two real Redis shards --------------------------------------------------------
+class PoppingConnection:
+    """A channels_redis connection whose queue holds ``members``; ``zadd`` fails like a
+    Redis that went away just after BZPOPMIN answered."""
+
+    def __init__(self, members, zadd_fails):
+        self.members = list(members)
+        self.zadd_fails = zadd_fails
+        self.calls = []
+
+    async def eval(self, script, numkeys, *keys):
+        self.calls.append(("eval", keys))
+
+    async def bzpopmin(self, channel, timeout):
+        self.calls.append(("bzpopmin", channel))
+        return (channel, self.members.pop(0), 12.5) if self.members else None
+
+    async def zadd(self, key, mapping):
+        self.calls.append(("zadd", key, mapping))
+        if self.zadd_fails:
+            raise ConnectionError("Connection closed by server.")
+
+
+class PoppingLayer(RedisChannelLayer):
+    def __init__(self, connection):
+        super().__init__(hosts=["redis://127.0.0.1:1/0"])
+        self.fake = connection
+
+    def connection(self, index):
+        return self.fake
+
+
+def test_keep_popped_messages_delivers_a_message_whose_backup_failed():
+    connection = PoppingConnection([b"message"], zadd_fails=True)
+    plain = PoppingLayer(connection)
+    with pytest.raises(ConnectionError):  # channels_redis alone: popped, then dropped with the error
+        asyncio.run(plain._brpop_with_clean(0, "asgi:ch", timeout=5))
+
+    connection = PoppingConnection([b"message"], zadd_fails=True)
+    layer = keep_popped_messages(PoppingLayer(connection))
+    assert asyncio.run(layer._brpop_with_clean(0, "asgi:ch", timeout=5)) == b"message"
+    assert [call[0] for call in connection.calls] == ["eval", "bzpopmin", "zadd"]
+    assert connection.calls[0] == ("eval", ("asgi:ch", "asgi:ch$inflight"))
+    assert connection.calls[2] == ("zadd", "asgi:ch$inflight", {b"message": 12.5})
+
+
+def test_keep_popped_messages_changes_nothing_else():
+    connection = PoppingConnection([b"message"], zadd_fails=False)
+    layer = keep_popped_messages(PoppingLayer(connection))
+    assert asyncio.run(layer._brpop_with_clean(0, "asgi:ch", timeout=5)) == b"message"
+    assert asyncio.run(layer._brpop_with_clean(0, "asgi:ch", timeout=5)) is None
+    assert [call[0] for call in connection.calls] == ["eval", "bzpopmin", "zadd", "eval", "bzpopmin"]
+    other = object()
+    assert keep_popped_messages(other) is other
+
+
+# --- real Redis -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +199,25 @@ def test_the_shard_rule_matches_the_installed_channels_redis(two_shards):
     outcomes = asyncio.run(run())
     assert all(predicted == delivered for predicted, delivered in outcomes), outcomes
     assert any(not delivered for _, delivered in outcomes), "no plain name was lost in 12 tries"
+
+
+def test_a_layer_keeping_popped_messages_receives_as_before(two_shards):
+    """The replaced receive step against a real Redis: messages arrive once, in order,
+    and the backup queue is emptied behind them."""
+
+    async def run() -> tuple[list[int], int]:
+        hosts = two_shards[:1]
+        receiver = keep_popped_messages(RedisChannelLayer(hosts=hosts))
+        sender = RedisChannelLayer(hosts=hosts)
+        channel = await receiver.new_channel("wsgroups")
+        for n in range(5):
+            await sender.send(channel, {"type": "probe", "n": n})
+        got = [(await asyncio.wait_for(receiver.receive(channel), 2))["n"] for _ in range(5)]
+        await asyncio.sleep(0.1)  # the backup clean-ups run as tasks
+        backup = receiver.prefix + receiver.non_local_name(channel) + "$inflight"
+        left = await receiver.connection(0).zcard(backup)
+        await receiver.close_pools()
+        await sender.close_pools()
+        return got, left
+
+    assert asyncio.run(run()) == ([0, 1, 2, 3, 4], 0)

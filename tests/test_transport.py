@@ -21,6 +21,7 @@ from django.test import override_settings
 from wsgroups import ops
 from wsgroups import transport as transport_module
 from wsgroups.exceptions import TransportError
+from wsgroups.ops import RecentBatches
 from wsgroups.transport import Transport
 
 
@@ -49,6 +50,19 @@ class FlakyLayer(InMemoryChannelLayer):
         if self.down:
             raise ConnectionRefusedError(111, "Connection refused")
         await super().send(channel, message)
+
+
+class WritesThenFailsLayer(InMemoryChannelLayer):
+    """An in-memory layer whose first ``send`` stores the message, then fails like a Redis
+    killed before its answer left (the sender cannot tell the message was written)."""
+
+    failures = 1
+
+    async def send(self, channel, message):
+        await super().send(channel, message)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
 
 
 class GatedLayer(InMemoryChannelLayer):
@@ -648,3 +662,76 @@ def test_a_directory_failure_for_one_block_does_not_drop_ops_for_other_destinati
         await transport.stop()
 
     asyncio.run(main())
+
+
+# --- copies from the layer ------------------------------------------------------------
+
+
+def test_a_send_retried_after_its_message_was_written_is_applied_once():
+    """The retry of a send whose message did reach Redis makes a second copy: the same
+    batch number, so the receiver applies it once."""
+
+    async def main():
+        layer = WritesThenFailsLayer()
+        server = Recorder()
+        a = await start_transport(layer, on_ops=Recorder())
+        b = await start_transport(layer, on_ops=server)
+        a.directory.blocks[5] = b.channel_name
+        with transport_log() as records:
+            a.queue(5, ops.Send(5 << 22, "once"))
+            assert await a.drain(2)
+            a.queue(5, ops.Send(5 << 22, "then this"))
+            assert await a.drain(2)
+            for _ in range(200):
+                if b.stats["ops_in"] >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+        assert [op.payload for op in server.ops] == ["once", "then this"]
+        assert b.stats["batches_repeated"] == 1
+        assert any("dropped a second copy of batch 1 from" in r.getMessage() for r in records)
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_receive_message_drops_a_batch_number_seen_from_the_same_sender_only():
+    async def main():
+        recorder = Recorder()
+        transport = await start_transport(InMemoryChannelLayer(), on_ops=recorder)
+
+        def batch(text, sender, number=None):
+            message = {"type": ops.BATCH_TYPE, "ops": [ops.encode(ops.Send(1, text))], "reply_to": sender}
+            if number is not None:
+                message["number"] = number
+            return message
+
+        with transport_log():
+            for message in (
+                batch("a1", "wsgroups.a!1", 1),
+                batch("a1 again", "wsgroups.a!1", 1),
+                batch("b1", "wsgroups.b!1", 1),  # another sender's number 1
+                batch("a2", "wsgroups.a!1", 2),
+                batch("unnumbered", "wsgroups.a!1"),
+                batch("unnumbered", "wsgroups.a!1"),  # no number: nothing to go by
+            ):
+                await transport.receive_message(message)
+        assert [op.payload for op in recorder.ops] == ["a1", "b1", "a2", "unnumbered", "unnumbered"]
+        assert transport.stats["batches_repeated"] == 1
+        await transport.stop()
+
+    asyncio.run(main())
+
+
+def test_recent_batches_forget_old_numbers_and_quiet_senders():
+    recent = RecentBatches(per_sender=3, senders=2)
+    assert not any(recent.is_repeat("a", n) for n in (1, 2, 3))
+    assert recent.is_repeat("a", 3) and recent.is_repeat("a", 1)
+    assert not recent.is_repeat("a", 4)  # 1 is forgotten now
+    assert not recent.is_repeat("a", 1)
+    assert not recent.is_repeat("b", 1)
+    assert recent.is_repeat("a", 4)  # "a" was heard from last: "b" is next to go
+    assert not recent.is_repeat("c", 1)  # two senders at most: "b" is forgotten
+    assert recent.is_repeat("a", 3)
+    assert not recent.is_repeat("b", 1)

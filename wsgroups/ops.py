@@ -1,9 +1,10 @@
 """The operations one wsgroups process sends another over the channel layer: the wire format.
 
 Each operation is a small immutable record. On the wire a batch is one channel-layer
-message ``{"type": "wsgroups.ops", "ops": [...], "reply_to": channel}`` whose ops are
-lists ``[tag, *fields]`` (:func:`encode` / :func:`decode`); answers come back as
-``{"type": "wsgroups.reply", "results": [[token, result], ...]}``.
+message ``{"type": "wsgroups.ops", "ops": [...], "reply_to": channel, "number": n}``
+whose ops are lists ``[tag, *fields]`` (:func:`encode` / :func:`decode`) and whose
+``number`` counts the sender's batches (a copy delivered twice is dropped); answers
+come back as ``{"type": "wsgroups.reply", "results": [[token, result], ...]}``.
 
 Operations that expect an answer (:data:`ANSWERED`) carry a ``token`` as their last
 field. When the destination of a query (:data:`QUERIES`) is gone, the sender resolves it
@@ -13,12 +14,15 @@ with its empty answer (:func:`empty_answer`): a dead process holds no sockets. A
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from typing import Any, NamedTuple, TypeAlias
 
 __all__ = [
     "ANSWERED",
     "BATCH_TYPE",
     "QUERIES",
+    "RECENT_BATCHES",
+    "RECENT_SENDERS",
     "REPLY_TYPE",
     "Alive",
     "Broadcast",
@@ -28,6 +32,7 @@ __all__ = [
     "Members",
     "Op",
     "Query",
+    "RecentBatches",
     "Reply",
     "Send",
     "decode",
@@ -159,3 +164,45 @@ def empty_answer(op: Query) -> Any:
 def size(op: Op) -> int:
     """About how many bytes ``op`` takes on the wire (for batch sizing)."""
     return 16 + sum(len(item) for item in op if isinstance(item, (str, bytes)))
+
+
+#: Batch numbers remembered per sending process, and sending processes remembered, to
+#: recognise a batch the layer delivers twice (see :class:`RecentBatches`).
+RECENT_BATCHES = 256
+RECENT_SENDERS = 1024
+
+
+class RecentBatches:
+    """The batches received lately, by sending process and batch number.
+
+    When Redis fails mid-way (a primary killed, a failover), channels_redis can deliver a
+    message twice: a send whose connection broke after the message was written is retried
+    (:meth:`wsgroups.transport.Transport.send_message`), and a receive whose removal of its backup copy did
+    not reach Redis puts that copy back in the queue (``RedisChannelLayer.receive_single``).
+    Every batch carries its sender's running number, the same on each retry; a number seen
+    lately from the same sender is such a copy. Copies come within a few batches, so a
+    bounded memory (``RECENT_BATCHES`` numbers per sender, ``RECENT_SENDERS`` senders,
+    least recently heard from forgotten first) is enough.
+    """
+
+    def __init__(self, per_sender: int = RECENT_BATCHES, senders: int = RECENT_SENDERS) -> None:
+        self.per_sender, self.senders = per_sender, senders
+        self._seen: OrderedDict[str, tuple[deque[int], set[int]]] = OrderedDict()
+
+    def is_repeat(self, sender: str, number: int) -> bool:
+        """Whether ``number`` from ``sender`` was seen before (it is remembered now)."""
+        entry = self._seen.get(sender)
+        if entry is None:
+            entry = self._seen[sender] = (deque(), set())
+            if len(self._seen) > self.senders:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(sender)
+        order, numbers = entry
+        if number in numbers:
+            return True
+        order.append(number)
+        numbers.add(number)
+        if len(order) > self.per_sender:
+            numbers.discard(order.popleft())
+        return False

@@ -6,7 +6,9 @@ management commands and task workers). Operations queued from any thread are dra
 by one flush task: those bound for the same process in one round go out as *one*
 channel-layer message, so a broadcast or a burst of sends costs a Redis round trip per
 destination process, not per socket. Rounds go out one after another, so operations
-from one sender to one process arrive in the order they were queued.
+from one sender to one process arrive in the order they were queued. Each batch carries
+its sender's running number: a copy that the layer delivers twice when Redis fails
+mid-way (see :class:`~wsgroups.ops.RecentBatches`) is applied once.
 
 The operations and their wire format are in :mod:`wsgroups.ops`. This module imports
 nothing of wsgroups above the settings, the exceptions and the ops: the directory that
@@ -29,7 +31,7 @@ from channels.exceptions import ChannelFull
 from . import ops
 from .conf import conf
 from .exceptions import TransportError
-from .layers import new_reachable_channel, receiving_shard, shard_count
+from .layers import claim_once, new_reachable_channel, receiving_shard, shard_count
 
 if TYPE_CHECKING:
     from .cluster import Directory
@@ -48,7 +50,6 @@ MAX_BATCH = 5000
 MAX_BATCH_BYTES = 512 * 1024
 #: Ops queued and not yet handed to the layer before ``queue`` refuses more.
 MAX_PENDING = 200_000
-
 #: Applies a batch addressed to this process; returns the answers as ``[token, result]``.
 OpsHandler = Callable[[list[ops.Op], str], Awaitable[list[list[Any]]]]
 Destination = int | str  # an ID block (resolved through the directory) or a channel name
@@ -65,7 +66,9 @@ class Transport:
         #: Applies ops addressed to this process (set by the runtime or the worker).
         self.on_ops: OpsHandler | None = None
         self.healthy = True
-        self.stats: dict[str, int] = {"batches_out": 0, "ops_out": 0, "ops_in": 0, "ops_failed": 0, "ops_to_dead": 0}
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("batches_out", "ops_out", "ops_in", "ops_failed", "ops_to_dead", "batches_repeated"), 0
+        )
         self._pending: deque[tuple[Destination, ops.Op]] = deque()
         self._scheduled = False
         self._flushing = False
@@ -73,6 +76,8 @@ class Transport:
         self._idle.set()
         self._futures: dict[int, asyncio.Future[Any]] = {}
         self._tokens = itertools.count(1)
+        self._batch_numbers = itertools.count(1)
+        self._recent = ops.RecentBatches()
         self._tasks: list[asyncio.Task[Any]] = []
         self._last_error_log = 0.0
 
@@ -225,7 +230,12 @@ class Transport:
         if channel == self.channel_name and self.on_ops is not None:
             await self.receive_batch(batch, self.channel_name)
             return
-        message = {"type": ops.BATCH_TYPE, "ops": [ops.encode(op) for op in batch], "reply_to": self.channel_name}
+        message = {
+            "type": ops.BATCH_TYPE,
+            "ops": [ops.encode(op) for op in batch],
+            "reply_to": self.channel_name,
+            "number": next(self._batch_numbers),  # the same on every retry: copies are recognised
+        }
         if await self.send_message(channel, message):
             self.stats["batches_out"] += 1
             self.stats["ops_out"] += len(batch)
@@ -317,7 +327,13 @@ class Transport:
             self._answer(message.get("results") or [])
 
     async def receive_message(self, message: dict[str, Any]) -> None:
-        """Decode and apply a batch message another process sent (undecodable ops are logged)."""
+        """Decode and apply a batch message another process sent (undecodable ops are logged);
+        a copy of a batch applied before is dropped."""
+        sender, number = str(message.get("reply_to") or ""), message.get("number")
+        if sender and isinstance(number, int) and self._recent.is_repeat(sender, number):
+            self.stats["batches_repeated"] += 1
+            logger.warning("wsgroups transport: dropped a second copy of batch %d from %s", number, sender)
+            return
         batch: list[ops.Op] = []
         for raw in message.get("ops") or ():
             try:
@@ -349,22 +365,8 @@ class Transport:
             start = index + 1
 
     async def claim(self, key: str) -> bool:
-        """True for the first caller with ``key`` in the whole cluster (for 60 s).
-
-        A message on a channel that several processes receive (the workers' channel) can
-        be delivered twice: channels_redis puts a message taken by one receiver back for
-        another when that one starts receiving. Claims make each handler call run once.
-        """
-        connection = getattr(self.layer, "connection", None)
-        if connection is None:
-            return True
-        name = f"{getattr(self.layer, 'prefix', 'asgi')}:wsgroups:claim:{key}"
-        try:
-            client = connection(self.layer.consistent_hash(name))
-            return bool(await client.set(name, b"1", nx=True, ex=60))
-        except Exception as exc:
-            logger.warning("wsgroups transport: could not claim %s (%r); running it anyway", key, exc)
-            return True
+        """True for the first caller with ``key`` in the whole cluster (see :func:`~wsgroups.layers.claim_once`)."""
+        return await claim_once(self.layer, key)
 
     def future(self) -> tuple[int, asyncio.Future[Any]]:
         """A token and the future its answer will resolve (forget it with :meth:`discard`)."""

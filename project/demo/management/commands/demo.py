@@ -54,7 +54,12 @@ class Command(BaseCommand):
         password = self._demo_superuser()
         host, ports = options["host"], (options["port"], options["second_port"])
         worker_mode = options["worker"] or conf.HANDLER_MODE == "worker"
-        env = {**os.environ, "REDIS_URL": redis.redis_url(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if env.get("REDIS_URL") or not env.get("REDIS_SENTINELS"):
+            env["REDIS_URL"] = redis.redis_url()
+            redis_line = env["REDIS_URL"]
+        else:
+            redis_line = f"{env.get('REDIS_MASTER_NAME') or 'mymaster'} via Sentinels {env['REDIS_SENTINELS']}"
         if worker_mode:
             env["WSGROUPS_HANDLER_MODE"] = "worker"  # read by project.settings
         daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
@@ -75,7 +80,7 @@ class Command(BaseCommand):
         try:
             self._wait_until_started(host, ports, children, worker_mode, stopping)
             if not stopping and all(child.poll() is None for child in children):
-                self._banner(host, ports, password, worker_mode, env["REDIS_URL"])
+                self._banner(host, ports, password, worker_mode, redis_line)
             while not stopping and all(child.poll() is None for child in children):
                 time.sleep(0.2)
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from typing import Any
@@ -26,6 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--repeat", type=int, default=1, help="repeat the text this many times")
         parser.add_argument("--exclude", type=int, action="append", default=[])
         parser.add_argument("--code", type=int, default=1000)
+        parser.add_argument("--seconds", type=float, default=10.0, help="traffic: how long to keep sending")
+        parser.add_argument("--interval", type=float, default=0.05, help="traffic: seconds between ticks")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action, target, rest = options["action"], options["target"], options["values"]
@@ -54,6 +57,8 @@ class Command(BaseCommand):
                 counts = [Group(target).broadcast(f"b{label}-{k}") for k in range(options["count"])]
                 taken = sum(WebSocket(i).send(f"d{label}") for _ in range(options["repeat"]) for i in ids)
                 result = {"broadcast": counts, "taken": taken, "last_dead": WebSocket(ids[-1]).is_dead()}
+            elif action == "traffic":
+                result = _traffic(target.split(","), [int(part) for part in rest[0].split(",")], options)
             elif action == "disconnect":
                 result = WebSocket(int(target)).disconnect(rest[0] if rest else None, options["code"])
             elif action == "is-dead":
@@ -101,6 +106,58 @@ class Command(BaseCommand):
         except TransportError as exc:
             result = {"error": "TransportError", "message": str(exc)}
         self.stdout.write(json.dumps({"result": result, "seconds": time.monotonic() - started}))
+
+
+def _traffic(groups: list[str], ids: list[int], options: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Steady traffic for ``--seconds`` from two threads, a tick every ``--interval`` seconds
+    in each: one sends by ID to every socket (text ``d<tick>:<id>``), the other broadcasts
+    to every group (text ``b<tick>:<group>``); every message's text is unique at its socket.
+    A broadcast waits for the other processes' counts, so it cannot hold up the sends.
+
+    One record per tick: ``k``, ``at`` and ``done`` (wall clock when it began and ended),
+    and for sends ``d`` (per ID, ``T`` when send() returned True, ``F`` for False, ``E``
+    when it raised TransportError), for broadcasts ``b`` (per group, the count returned,
+    or ``"E"`` for a TransportError).
+    """
+    from django.db import connection
+
+    deadline = time.monotonic() + options["seconds"]
+
+    def ticks(record_tick: Any) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        try:
+            while time.monotonic() < deadline:
+                began = time.monotonic()
+                record: dict[str, Any] = {"k": len(records), "at": time.time()}
+                record_tick(record)
+                record["done"] = time.time()
+                records.append(record)
+                time.sleep(max(0.0, options["interval"] - (time.monotonic() - began)))
+        finally:
+            connection.close()
+        return records
+
+    def sends(record: dict[str, Any]) -> None:
+        outcomes = []
+        for socket_id in ids:
+            try:
+                outcomes.append("T" if WebSocket(socket_id).send(f"d{record['k']}:{socket_id}") else "F")
+            except TransportError:
+                outcomes.append("E")
+        record["d"] = "".join(outcomes)
+
+    def broadcasts(record: dict[str, Any]) -> None:
+        counts: list[int | str] = []
+        for group in groups:
+            try:
+                counts.append(Group(group).broadcast(f"b{record['k']}:{group}"))
+            except TransportError:
+                counts.append("E")
+        record["b"] = counts
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        running = {name: pool.submit(ticks, job) for name, job in (("sends", sends), ("broadcasts", broadcasts))}
+    return {name: future.result() for name, future in running.items()}
 
 
 def _registry_between(low: int, high: int, timeout: float = 10) -> dict[str, Any]:
