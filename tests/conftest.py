@@ -278,3 +278,29 @@ def server(
     server = start_server(request.param, base_env, tmp_path_factory.mktemp(request.param))
     yield server
     server.stop(signal.SIGKILL, timeout=5)
+
+
+@pytest.fixture
+def runtime() -> Iterator[Any]:
+    """A wsgroups Runtime on an event loop of its own, not started; closed afterwards."""
+    import asyncio
+
+    from wsgroups.runtime import Runtime  # once Django is set up
+
+    loop = asyncio.new_event_loop()
+    runtime = Runtime(loop)
+    yield runtime
+    runtime.executor.shutdown(wait=True)
+    runtime.upgrade_executor.shutdown(wait=True)
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+
+
+@pytest.fixture
+def wslog(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+    """caplog that sees the "wsgroups" logger (the project's settings stop it from propagating)."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
+    caplog.set_level(logging.DEBUG, logger="wsgroups")
+    return caplog

@@ -17,7 +17,6 @@ from wsgroups.dispatch import dispatch, handle_for_server, handler_socket, run_d
 from wsgroups.exceptions import TransportError
 from wsgroups.handlers import Handler, HandlerRegistry
 from wsgroups.ids import make_id
-from wsgroups.runtime import Runtime
 from wsgroups.transport import WORKER_CHANNEL
 from wsgroups.websocket import WebSocket, current_socket
 
@@ -29,30 +28,11 @@ OTHER_ID = make_id(4242, 8)
 
 
 @pytest.fixture
-def runtime():
-    loop = asyncio.new_event_loop()
-    rt = Runtime(loop)
-    yield rt
-    rt.executor.shutdown(wait=True)
-    rt.upgrade_executor.shutdown(wait=True)
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
-
-
-@pytest.fixture
 def registry(monkeypatch):
     """A fresh handler registry in place of the process-wide one."""
     fresh = HandlerRegistry()
     monkeypatch.setattr(dispatch_module, "handle", fresh)
     return fresh
-
-
-@pytest.fixture
-def wslog(caplog, monkeypatch):
-    """caplog that sees the "wsgroups" logger (the settings stop it from propagating)."""
-    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
-    caplog.set_level(logging.DEBUG, logger="wsgroups")
-    return caplog
 
 
 def run(runtime, coroutine):

@@ -14,29 +14,10 @@ from wsgroups.codes import ConnectionFlags
 from wsgroups.ids import make_id
 from wsgroups.inbox import Inbox
 from wsgroups.outbox import LocalSocket
-from wsgroups.runtime import Runtime
 
 ACCEPT = {"type": "websocket.accept"}
 A, B, C, D = (make_id(77, n) for n in (1, 2, 3, 4))
 UNKNOWN = make_id(78, 1)
-
-
-@pytest.fixture
-def runtime():
-    loop = asyncio.new_event_loop()
-    rt = Runtime(loop)
-    yield rt
-    rt.executor.shutdown(wait=True)
-    rt.upgrade_executor.shutdown(wait=True)
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
-
-
-@pytest.fixture
-def wslog(caplog, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
-    caplog.set_level(logging.DEBUG, logger="wsgroups")
-    return caplog
 
 
 class Wire:

@@ -18,29 +18,15 @@ from wsgroups.ids import make_id
 from wsgroups.inbox import Inbox
 from wsgroups.membership import heartbeat_loop, join
 from wsgroups.outbox import LocalSocket
-from wsgroups.runtime import Runtime
 
 ACCEPT = {"type": "websocket.accept"}
 FAST = {"HEARTBEAT_INTERVAL": 0.005, "HANDLER_MODE": "inline"}
 
 
 @pytest.fixture
-def runtime():
-    loop = asyncio.new_event_loop()
-    rt = Runtime(loop)
-    rt.process_id = 17
-    yield rt
-    rt.executor.shutdown(wait=True)
-    rt.upgrade_executor.shutdown(wait=True)
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
-
-
-@pytest.fixture
-def wslog(caplog, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
-    caplog.set_level(logging.DEBUG, logger="wsgroups")
-    return caplog
+def runtime(runtime):
+    runtime.process_id = 17
+    return runtime
 
 
 class FakeCluster:

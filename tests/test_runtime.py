@@ -14,27 +14,9 @@ from django.test import override_settings
 from wsgroups import runtime as runtime_module
 from wsgroups.ids import make_id, split_id
 from wsgroups.outbox import LocalSocket, SocketState
-from wsgroups.runtime import REFUSAL_LOG_INTERVAL, Runtime, cluster_transport
+from wsgroups.runtime import REFUSAL_LOG_INTERVAL, cluster_transport
 
 ACCEPT = {"type": "websocket.accept"}
-
-
-@pytest.fixture
-def runtime():
-    loop = asyncio.new_event_loop()
-    rt = Runtime(loop)
-    yield rt
-    rt.executor.shutdown(wait=True)
-    rt.upgrade_executor.shutdown(wait=True)
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
-
-
-@pytest.fixture
-def wslog(caplog, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
-    caplog.set_level(logging.DEBUG, logger="wsgroups")
-    return caplog
 
 
 def run(runtime, coroutine):

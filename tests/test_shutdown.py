@@ -16,29 +16,10 @@ from django.test import override_settings
 from wsgroups import shutdown as shutdown_module
 from wsgroups.ids import make_id
 from wsgroups.outbox import LocalSocket
-from wsgroups.runtime import Runtime
 from wsgroups.shutdown import install_signal_handlers, shutdown
 
 ACCEPT = {"type": "websocket.accept"}
 GOING_AWAY = {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
-
-
-@pytest.fixture
-def runtime():
-    loop = asyncio.new_event_loop()
-    rt = Runtime(loop)
-    yield rt
-    rt.executor.shutdown(wait=True)
-    rt.upgrade_executor.shutdown(wait=True)
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
-
-
-@pytest.fixture
-def wslog(caplog, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
-    caplog.set_level(logging.DEBUG, logger="wsgroups")
-    return caplog
 
 
 @pytest.fixture
