@@ -102,7 +102,12 @@ class UpgradeHandler(BaseHandler):
         else:
             upgrade.request = request
             setattr(request, UPGRADE_ATTRIBUTE, upgrade)
-            response = self.get_response(request)
+            try:
+                response = self.get_response(request)
+            finally:
+                # Break the request <-> upgrade cycle at once: left to the garbage collector,
+                # every socket's request would linger in memory for a while.
+                upgrade.request = None
         if upgrade.upgraded:
             signals.request_finished.send(sender=self.__class__)
             return response, b""
