@@ -85,7 +85,7 @@ def test_a_reload_closes_with_1001_and_is_not_taken_for_a_crash(server_factory, 
     async def scenario() -> tuple[int | None, int]:
         ws, socket_id = await _open_echo(server)
         os.utime(watched)  # the autoreloader sees a change and restarts its child
-        return await _close_code(ws, 10), socket_id
+        return await _close_code(ws, 30), socket_id
 
     code, socket_id = asyncio.run(scenario())
     assert code == 1001, server.log()
