@@ -75,7 +75,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedP
     out = tmp_path_factory.mktemp("bench") / "results.jsonl"
     argv = [sys.executable, "-m", "bench", "--private-redis", "--scenarios", "all", "--out", str(out)]
     argv += [str(part) for pair in SIZES.items() for part in pair]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=280)
     lines = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     return done, lines
 
