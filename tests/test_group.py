@@ -87,26 +87,6 @@ def local(monkeypatch: pytest.MonkeyPatch, no_layer: None) -> Callable[[Callable
     return run
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def wsgroups_log() -> Iterator[list[logging.LogRecord]]:
-    handler = Records()
-    logger = logging.getLogger("wsgroups")
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-
-
 # --- arguments ----------------------------------------------------------------------------
 
 
@@ -330,14 +310,14 @@ class FakeTransport:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(5)
 
 
-def test_ask_each_server_asks_every_other_server_and_logs_the_one_that_failed(wsgroups_log):
+def test_ask_each_server_asks_every_other_server_and_logs_the_one_that_failed(wslog):
     transport = FakeTransport({"a": 2, "b": TransportError("no answer from b"), "c": 5})
     op = ops.Broadcast("chat", "hi", [])
     answers = asyncio.run(ask_each_server(transport, op))  # type: ignore[arg-type]
     assert sorted(answers) == [2, 5]
     assert sorted(channel for channel, _ in transport.requests) == ["a", "b", "c"]  # never "me"
     assert all(sent is op for _, sent in transport.requests)
-    warnings = [r.getMessage() for r in wsgroups_log if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in wslog.records if r.levelno == logging.WARNING]
     assert warnings == ["wsgroups: process #3 did not answer Broadcast: no answer from b"]
 
 
@@ -369,7 +349,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeTransport], None]:
     return use
 
 
-def test_abroadcast_adds_the_other_servers_counts_to_the_local_one(local, cluster, wsgroups_log):
+def test_abroadcast_adds_the_other_servers_counts_to_the_local_one(local, cluster, wslog):
     transport = FakeTransport({"a": 3, "b": RuntimeError("process gone"), "c": 4})
     cluster(transport)
 
@@ -381,7 +361,7 @@ def test_abroadcast_adds_the_other_servers_counts_to_the_local_one(local, cluste
     assert local(scenario) == 1 + 3 + 4
     expected = ops.Broadcast("chat", "hi", sorted([sid(2), make_id(99, 1)]))
     assert [op for _, op in transport.requests] == [expected] * 3
-    assert any("did not answer Broadcast: process gone" in r.getMessage() for r in wsgroups_log)
+    assert any("did not answer Broadcast: process gone" in r.getMessage() for r in wslog.records)
 
 
 def test_broadcast_from_a_thread_adds_the_other_servers_counts(local, cluster):
