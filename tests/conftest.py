@@ -143,6 +143,9 @@ def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1
             *extra_args,
             "project.asgi:application",
         ]
+    if kind == "hypercorn":
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return [str(bindir / "hypercorn"), "--bind", bind, *extra_args, "project.asgi:application"]
     if kind == "runserver":
         return [sys.executable, "manage.py", "runserver", "--noreload", f"{host}:{port}", *extra_args]
     if kind == "runserver-autoreload":

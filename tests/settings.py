@@ -25,7 +25,7 @@ ALLOWED_HOSTS = [*ALLOWED_HOSTS, *(h for h in os.environ.get("WSGROUPS_TEST_EXTR
 ROOT_URLCONF = "tests.wsapp.urls"
 WSGROUPS = {
     **WSGROUPS,
-    "MAX_MESSAGE_SIZE": 64 * 1024,
+    "MAX_MESSAGE_SIZE": int(os.environ.get("WSGROUPS_TEST_MAX_MESSAGE_SIZE", str(64 * 1024))),
     "ALLOWED_ORIGINS": ["http://allowed.example"],
     "PING_INTERVAL": float(os.environ.get("WSGROUPS_TEST_PING_INTERVAL", "20")),
     "PING_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PING_TIMEOUT", "30")),
@@ -43,6 +43,7 @@ WSGROUPS = {
     "MESSAGE_RATE": float(os.environ.get("WSGROUPS_TEST_MESSAGE_RATE", "10000")),
     "MESSAGE_BURST": float(os.environ.get("WSGROUPS_TEST_MESSAGE_BURST", "20000")),
     "HANDSHAKE_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_HANDSHAKE_TIMEOUT", "10")),
+    "PERMESSAGE_DEFLATE": os.environ.get("WSGROUPS_TEST_PERMESSAGE_DEFLATE", "") == "1",
 }
 LOGIN_URL = "/accounts/login/"
 if os.environ.get("WSGROUPS_TEST_IN_MEMORY_LAYER"):

@@ -19,6 +19,7 @@ EXPECTED_DEFAULTS = {
     "OUTGOING_BUFFER": 1000,
     "PING_INTERVAL": 20.0,
     "PING_TIMEOUT": 30.0,
+    "PERMESSAGE_DEFLATE": False,
     "HANDLER_THREADS": 32,
     "SHUTDOWN_TIMEOUT": 5.0,
     "CLOSE_TIMEOUT": 5.0,
@@ -74,6 +75,7 @@ def test_conf_returns_defaults_when_wsgroups_is_not_a_dict():
         ("MESSAGE_RATE", None),
         ("MESSAGE_BURST", 4.0),
         ("HANDSHAKE_TIMEOUT", 1.5),
+        ("PERMESSAGE_DEFLATE", True),
     ],
 )
 def test_override_settings_is_seen_immediately(key, value):
@@ -121,6 +123,8 @@ def test_every_setting_is_declared_once_with_a_check_and_a_doc():
         ("ALLOWED_ORIGINS", "https://a.test"),
         ("CHANNEL_LAYER", ""),
         ("HANDLER_MODE", "thread"),
+        ("PERMESSAGE_DEFLATE", 1),
+        ("PERMESSAGE_DEFLATE", "yes"),
     ],
 )
 def test_declared_checks_refuse_bad_values(key, bad):

@@ -29,7 +29,9 @@ def get_asgi_application() -> ProtocolRouter:
     When the process runs daphne (its command line or ``runserver``), this also installs
     :mod:`wsgroups.servers.daphne`, which makes daphne send 101 headers, close reasons,
     every close code and full rejection responses; under uvicorn it installs
-    :mod:`wsgroups.servers.uvicorn`, which bounds request heads in time and size.
+    :mod:`wsgroups.servers.uvicorn`, which bounds request heads in time and size; under
+    hypercorn, :mod:`wsgroups.servers.hypercorn`. Each makes ``PERMESSAGE_DEFLATE`` decide
+    whether permessage-deflate is negotiated.
     """
     http = django_asgi_application()
     errors = startup_errors()
@@ -52,4 +54,8 @@ def get_asgi_application() -> ProtocolRouter:
         from .servers import uvicorn
 
         uvicorn.install()
+    if "hypercorn.config" in sys.modules:
+        from .servers import hypercorn
+
+        hypercorn.install()
     return ProtocolRouter(http)  # type: ignore[arg-type]  # Django's stubs type scope as dict

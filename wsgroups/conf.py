@@ -78,6 +78,10 @@ def handler_mode(value: object) -> str | None:
     return None if value in HANDLER_MODES else f"must be one of {', '.join(map(repr, HANDLER_MODES))}"
 
 
+def boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be True or False"
+
+
 def _optional(kind: Callable[[Any], T]) -> Callable[[Any], T | None]:
     def convert(value: Any) -> T | None:
         return None if value is None else kind(value)
@@ -158,6 +162,12 @@ class Settings:
     OUTGOING_BUFFER = Option(1000, int, positive_int, "frames queued per socket before it is closed with 1013")
     PING_INTERVAL = Option(20.0, float, positive_number, "seconds between keep-alive pings")
     PING_TIMEOUT = Option(30.0, float, positive_number, "seconds without a pong before the peer is dropped")
+    PERMESSAGE_DEFLATE = Option(
+        False,
+        bool,
+        boolean,
+        "negotiate permessage-deflate (RFC 7692) with clients that offer it, under every server",
+    )
     HANDLER_THREADS = Option(32, int, positive_int, "threads that run sync handlers")
     HANDLER_MODE = Option(
         "inline", str, handler_mode, "'inline': handlers run in the server; 'worker': in runworker wsgroups"

@@ -94,3 +94,14 @@ def where(message: str, ws: WebSocket) -> None:
 @handle.websocket_disconnect("where")
 def where_gone(ws: WebSocket) -> None:
     record("disconnect", id=ws.id, group="where")
+
+
+@handle.websocket("conformance")
+async def conformance_text(message: str, ws: WebSocket) -> None:
+    """The Autobahn cases' echo: every text message back unchanged."""
+    await ws.asend(message)
+
+
+@handle.websocket("conformance")
+async def conformance_binary(data: bytes, ws: WebSocket) -> None:
+    await ws.asend(data)

@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     path("ws/<str:group>", views.upgrade),
+    path("conformance", views.conformance),
     path("reject", views.reject),
     path("twice", views.upgrade_twice),
     path("slow-upgrade", views.slow_upgrade),

@@ -24,6 +24,14 @@ def upgrade(request: HttpRequest, group: str) -> HttpResponse:
     return HANDLED
 
 
+def conformance(request: HttpRequest) -> HttpResponse:
+    """Upgrade into ``conformance``, whose handlers echo every message as it came and send nothing else."""
+    if not request.websocket:
+        return HttpResponse("WebSocket only", status=400)
+    request.websocket.send_upgrade("conformance")
+    return HANDLED
+
+
 def reject(request: HttpRequest) -> HttpResponse:
     response = HttpResponse("you shall not pass", status=418, reason="Nope Not Today", content_type="text/plain")
     response["X-Why"] = "testing"

@@ -5,10 +5,11 @@ Stock daphne (4.x) drops the ``headers`` of ``websocket.accept`` and the ``reaso
 ``sendClose``, which refuses every code but 1000 and 3000-4999. It also closes every
 socket after ``websocket_timeout`` (a day by default), and autobahn answers protocol
 errors such as invalid UTF-8 by dropping TCP instead of closing with 1007; and it
-buffers without bound for a client that stops reading. This module subclasses daphne's
-protocol to fix exactly those points and leaves the rest of daphne alone: its request
-header sanitising, its handshake timeout and autobahn's frame and message size limits
-stay in force.
+buffers without bound for a client that stops reading; and it never negotiates
+permessage-deflate, which autobahn implements. This module subclasses daphne's protocol
+to fix exactly those points (compression as ``PERMESSAGE_DEFLATE`` says) and leaves the
+rest of daphne alone: its request header sanitising, its handshake timeout and
+autobahn's frame and message size limits stay in force.
 
 :func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
 process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
@@ -30,13 +32,46 @@ from ..codes import MAX_CLOSE_REASON_BYTES
 from ..conf import conf
 from ..handshake import WEBSOCKET_VERSION, check_header_bytes, head_refusal, serialize_response
 
-__all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "install"]
+__all__ = [
+    "DEFLATE_MEM_LEVEL",
+    "DEFLATE_WINDOW_BITS",
+    "RESPONSE_EXTENSION",
+    "WebSocketProtocol",
+    "accept_deflate",
+    "install",
+]
 
 logger = logging.getLogger("wsgroups.daphne")
 
 RESPONSE_EXTENSION = "websocket.http.response"
 #: Seconds past HANDSHAKE_TIMEOUT before daphne itself gives up on an upgrade.
 HANDSHAKE_GRACE = 5.0
+#: The server's compression window (2**12 bytes) and zlib memory level, as uvicorn chooses:
+#: about 32 KiB of zlib state per compressing socket instead of zlib's default 256 KiB.
+DEFLATE_WINDOW_BITS = 12
+DEFLATE_MEM_LEVEL = 5
+
+
+def accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+    """Accept the client's first permessage-deflate offer (autobahn's ``perMessageCompressionAccept``).
+
+    The server compresses with at most :data:`DEFLATE_WINDOW_BITS` (less when the client
+    asks for less) and takes whatever window the client compresses with (autobahn does
+    not keep the value of a client's ``client_max_window_bits``, so asking for a smaller
+    one could exceed it). A compressed message inflating past ``MAX_MESSAGE_SIZE`` is
+    refused with 1009 as it inflates.
+    """
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            window = min(offer.request_max_window_bits or DEFLATE_WINDOW_BITS, DEFLATE_WINDOW_BITS)
+            return PerMessageDeflateOfferAccept(  # type: ignore[no-untyped-call]
+                offer, window_bits=window, mem_level=DEFLATE_MEM_LEVEL, max_message_size=conf.MAX_MESSAGE_SIZE
+            )
+    return None
+
+
+def _refuse_compression(offers: list[Any]) -> None:
+    return None
 
 
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
@@ -62,6 +97,8 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         self.factory.echoCloseCodeReason = True
         super()._connectionMade()
         self.versions = [int(WEBSOCKET_VERSION)]  # autobahn also serves hybi-10 (version 8)
+        # autobahn answers offers through this callable; daphne leaves autobahn's refusal.
+        self.perMessageCompressionAccept = accept_deflate if conf.PERMESSAGE_DEFLATE else _refuse_compression
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         # RFC 6455 4.2.2: a version the server does not speak gets 426 and the one it does.

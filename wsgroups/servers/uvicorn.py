@@ -7,8 +7,10 @@ it is called once the head is complete. :func:`install` wraps the connection set
 data handling of uvicorn's HTTP protocols so that a connection whose first request head
 is not complete within ``HANDSHAKE_TIMEOUT`` gets ``408 Request Timeout``, and one whose
 head grows past :data:`MAX_REQUEST_HEAD` bytes gets ``431``; it also adapts uvicorn's
-WebSocket protocol (see :func:`_adapt_websocket_protocol`). Everything else (frames,
-pings, ``--ws-max-size``) is uvicorn's own.
+WebSocket protocol (see :func:`_adapt_websocket_protocol`), and makes ``PERMESSAGE_DEFLATE``
+decide compression in place of ``--ws-per-message-deflate`` (see
+:func:`_apply_compression_setting`). Everything else (frames, pings, ``--ws-max-size``) is
+uvicorn's own.
 
 :func:`wsgroups.asgi.get_asgi_application` calls :func:`install` when the process runs
 uvicorn.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from typing import Any
 
 from ..conf import conf
@@ -33,6 +36,12 @@ MAX_REQUEST_HEAD = 32 * 1024
 _PROTOCOL_MODULES = (
     ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
     ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
+)
+#: uvicorn's WebSocket implementations (``--ws``).
+_WEBSOCKET_MODULES = (
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol"),
+    ("uvicorn.protocols.websockets.websockets_impl", "WebSocketProtocol"),
+    ("uvicorn.protocols.websockets.wsproto_impl", "WSProtocol"),
 )
 
 
@@ -182,15 +191,50 @@ def _adapt_websocket_protocol(cls: Any) -> None:
     cls._wsgroups_adapted = True
 
 
+def _apply_compression_setting(cls: Any) -> None:
+    """Make ``PERMESSAGE_DEFLATE`` decide whether the WebSocket protocol ``cls`` negotiates
+    permessage-deflate: every implementation reads uvicorn's ``ws_per_message_deflate``
+    (on by default) from the server's config, which is set to the setting before the
+    first connection reads it; a differing command-line value is logged once and
+    overridden, so that one project compresses alike under every server."""
+    if getattr(cls, "_wsgroups_deflate_adapted", False):
+        return
+    init = cls.__init__
+
+    def init_with_setting(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        wanted = conf.PERMESSAGE_DEFLATE
+        if getattr(config, "ws_per_message_deflate", wanted) != wanted:
+            logger.info(
+                "permessage-deflate is %s (WSGROUPS['PERMESSAGE_DEFLATE'] = %s); uvicorn's "
+                "--ws-per-message-deflate %s is overridden",
+                "on" if wanted else "off",
+                wanted,
+                config.ws_per_message_deflate,
+            )
+            config.ws_per_message_deflate = wanted
+        init(self, config, *args, **kwargs)
+
+    cls.__init__ = init_with_setting
+    cls._wsgroups_deflate_adapted = True
+
+
 def install() -> None:
-    """Adapt every HTTP protocol class of the installed uvicorn (httptools and h11), and
-    its sans-I/O WebSocket protocol."""
+    """Adapt every HTTP protocol class of the installed uvicorn (httptools and h11), its
+    sans-I/O WebSocket protocol, and the compression of the WebSocket implementation it runs."""
     for module_name, class_name in _PROTOCOL_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ImportError:  # httptools or h11 not installed: uvicorn cannot use that one either
             continue
         _adapt(getattr(module, class_name))
+    for module_name, class_name in _WEBSOCKET_MODULES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # websockets' legacy API
+                module = importlib.import_module(module_name)
+        except ImportError:  # websockets or wsproto not installed: uvicorn cannot run that one
+            continue
+        _apply_compression_setting(getattr(module, class_name))
     try:
         sansio = importlib.import_module("uvicorn.protocols.websockets.websockets_sansio_impl")
     except ImportError:
