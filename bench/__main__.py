@@ -60,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="shard the channel layer over this many private redis-servers (every process of the "
         "run gets their URLs, comma-separated, in REDIS_URL); 1 (default): one Redis, as --redis-url says",
     )
+    parser.add_argument(
+        "--permessage-deflate",
+        action="store_true",
+        help="servers with WSGROUPS['PERMESSAGE_DEFLATE'] on, and a client that offers it (as browsers do)",
+    )
     defaults = Options()
     for option in dataclasses.fields(Options):
         if option.name == "server":
@@ -94,6 +99,7 @@ async def run(
     db_dir: Path,
     samples: list[dict[str, Any]],
     shards: int = 1,
+    deflate: bool = False,
 ) -> list[Record]:
     """Set up Redis (``redis_url``, or a private one when None; ``shards`` private ones when
     above 1) and the database, then run ``names`` against their targets in order; time
@@ -104,6 +110,7 @@ async def run(
         "PYTHONPATH": str(ROOT),
         "SQLITE_PATH": str(db_dir / "bench.sqlite3"),
         "WSGROUPS_LOG_LEVEL": "WARNING",
+        "WSGROUPS_BENCH_PERMESSAGE_DEFLATE": "1" if deflate else "0",
     }
     records: list[Record] = []
     with ProcessGroup(log_dir, env) as processes:
@@ -156,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     samples: list[dict[str, Any]] = []
     redis_url = None if args.private_redis else (args.redis_url or DEFAULT_REDIS)
+    client.offer_compression(args.permessage_deflate)
     with tempfile.TemporaryDirectory(prefix="wsgroups-bench-") as db_dir:
-        records = _run_loop(run(options, names, redis_url, log_dir, Path(db_dir), samples, args.shards))
+        records = _run_loop(
+            run(options, names, redis_url, log_dir, Path(db_dir), samples, args.shards, args.permessage_deflate)
+        )
     command = shlex.join([Path(sys.executable).name, "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     run_info = {
         "started": started.isoformat(timespec="seconds"),
@@ -169,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shards > 1:
         # Only then, so that a one-Redis run's results stay as they were.
         run_info["shards"] = args.shards
+    if args.permessage_deflate:
+        run_info["permessage_deflate"] = True
     write_jsonl(args.out, run_info, options, records, samples)
     print(table(records, args.shards))
     if samples:

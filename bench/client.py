@@ -60,9 +60,20 @@ def describe_close(code: int | None) -> str:
     return f"closed ({code if code is not None else 'no close frame'})"
 
 
+#: What the client offers in ``Sec-WebSocket-Extensions``: None, or "deflate" (``--permessage-deflate``).
+compression: str | None = None
+
+
+def offer_compression(offer: bool) -> None:
+    """Make every connection opened from now on offer permessage-deflate (or not), as browsers do."""
+    global compression
+    compression = "deflate" if offer else None
+
+
 async def connect_one(url: str) -> ClientConnection:
-    """Open one connection (no compression, no client pings, bounded handshake)."""
-    return await connect(url, open_timeout=OPEN_TIMEOUT, close_timeout=5, ping_interval=None, compression=None)
+    """Open one connection (no client pings, bounded handshake; permessage-deflate offered
+    only after :func:`offer_compression`)."""
+    return await connect(url, open_timeout=OPEN_TIMEOUT, close_timeout=5, ping_interval=None, compression=compression)
 
 
 async def _bounded(jobs: Sequence[Callable[[], Awaitable[T]]], concurrency: int) -> list[T | BaseException]:

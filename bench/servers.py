@@ -120,12 +120,15 @@ class ManagedProcess:
 
 
 def server_argv(kind: str, port: int, application: str, uvicorn_options: Sequence[str] = ()) -> list[str]:
-    """The command line serving ``application`` under daphne or uvicorn on ``LOOPBACK:port``."""
+    """The command line serving ``application`` under daphne, uvicorn (or, for the conformance
+    run, hypercorn) on ``LOOPBACK:port``."""
     if kind == "daphne":
         return [str(VENV_BIN / "daphne"), "-b", LOOPBACK, "-p", str(port), application]
     if kind == "uvicorn":
         return [str(VENV_BIN / "uvicorn"), "--host", LOOPBACK, "--port", str(port), *uvicorn_options, application]
-    raise ValueError(f"server must be one of {SERVER_KINDS}, got {kind!r}")
+    if kind == "hypercorn":
+        return [str(VENV_BIN / "hypercorn"), "--bind", f"{LOOPBACK}:{port}", application]
+    raise ValueError(f"server must be one of {(*SERVER_KINDS, 'hypercorn')}, got {kind!r}")
 
 
 def _exited(pid: int) -> bool:

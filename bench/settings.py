@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS, WSGROUPS
 
@@ -17,6 +19,8 @@ WSGROUPS = {
     "MAX_CONNECTIONS_PER_CLIENT": 100_000,
     "MESSAGE_RATE": 1_000_000.0,
     "MESSAGE_BURST": 1_000_000,
+    # python -m bench --permessage-deflate
+    "PERMESSAGE_DEFLATE": os.environ.get("WSGROUPS_BENCH_PERMESSAGE_DEFLATE") == "1",
 }
 # bench.asgi routes by path between wsgroups and the bare consumer, on purpose.
 SILENCED_SYSTEM_CHECKS = ["wsgroups.W002"]

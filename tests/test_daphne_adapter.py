@@ -109,3 +109,51 @@ def test_str_header_parts_raise(name, value):
 def test_invalid_status_raises(status):
     with pytest.raises(ValueError, match="status"):
         serialize_response(status, [], None, b"")
+
+
+# --- permessage-deflate -------------------------------------------------------------------
+
+
+def deflate_offer(params: dict[str, list[object]]) -> object:
+    from autobahn.websocket.compress import PerMessageDeflateOffer
+
+    return PerMessageDeflateOffer.parse(params)
+
+
+@pytest.mark.parametrize(
+    ("params", "window"),
+    [({}, 12), ({"server_max_window_bits": ["10"]}, 10), ({"server_max_window_bits": ["15"]}, 12)],
+)
+def test_accept_deflate_bounds_the_servers_window_and_the_inflated_message(settings, params, window):
+    from wsgroups.servers.daphne import DEFLATE_MEM_LEVEL, accept_deflate
+
+    settings.WSGROUPS = {**settings.WSGROUPS, "MAX_MESSAGE_SIZE": 5000}
+    accept = accept_deflate([deflate_offer(params)])
+    assert accept is not None
+    assert (accept.window_bits, accept.mem_level, accept.max_message_size) == (window, DEFLATE_MEM_LEVEL, 5000)
+    assert accept.request_max_window_bits == 0  # the client's window is its own choice
+    assert accept.get_extension_string().startswith("permessage-deflate")
+
+
+def test_accept_deflate_takes_only_permessage_deflate_offers():
+    from wsgroups.servers.daphne import accept_deflate
+
+    assert accept_deflate([]) is None
+    assert accept_deflate([object()]) is None
+
+
+@pytest.mark.parametrize(("setting", "accepts"), [(True, True), (False, False)])
+def test_protocol_answers_offers_as_set(settings, setting, accepts):
+    from daphne.ws_protocol import WebSocketFactory
+
+    from wsgroups.servers.daphne import WebSocketProtocol
+
+    settings.WSGROUPS = {**settings.WSGROUPS, "PERMESSAGE_DEFLATE": setting}
+    protocol = WebSocketProtocol()
+    protocol.factory = WebSocketFactory(server_class=None)
+    protocol.transport = None
+    try:
+        protocol._connectionMade()
+    except AttributeError:
+        pass  # autobahn's own set-up needs a transport past the options
+    assert (protocol.perMessageCompressionAccept([deflate_offer({})]) is not None) is accepts

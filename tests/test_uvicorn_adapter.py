@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -17,14 +18,30 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from uvicorn.server import ServerState
 
 from wsgroups.handshake import head_refusal
 from wsgroups.servers import uvicorn as adapter
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the deprecation of websockets' legacy API, in uvicorn and websockets
+    from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol as LegacyWebSocketProtocol
+
 HTTP_CLASSES = (H11Protocol, HttpToolsProtocol)
 ADAPTED_CLASSES = (*HTTP_CLASSES, WebSocketsSansIOProtocol)
-PATCHED_NAMES = ("connection_made", "data_received", "connection_lost", "handle_connect", "send", "_wsgroups_adapted")
+#: uvicorn's WebSocket implementations, whose compression follows PERMESSAGE_DEFLATE.
+DEFLATE_CLASSES = (WebSocketsSansIOProtocol, LegacyWebSocketProtocol, WSProtocol)
+PATCHED_NAMES = (
+    "connection_made",
+    "data_received",
+    "connection_lost",
+    "handle_connect",
+    "send",
+    "_wsgroups_adapted",
+    "__init__",
+    "_wsgroups_deflate_adapted",
+)
 HANDSHAKE_TIMEOUT = 0.05
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -32,7 +49,8 @@ WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 def patched_attributes() -> dict[type, dict[str, Any]]:
     """What ``install()`` may set on each of uvicorn's classes, as the classes hold it now."""
     return {
-        cls: {name: cls.__dict__[name] for name in PATCHED_NAMES if name in cls.__dict__} for cls in ADAPTED_CLASSES
+        cls: {name: cls.__dict__[name] for name in PATCHED_NAMES if name in cls.__dict__}
+        for cls in {*ADAPTED_CLASSES, *DEFLATE_CLASSES}
     }
 
 
@@ -224,6 +242,43 @@ def test_install_is_idempotent(installed):
     adapter.install()
     adapter.install()
     assert patched_attributes() == before
+
+
+@pytest.mark.parametrize("cls", DEFLATE_CLASSES)
+def test_install_makes_every_websocket_implementation_follow_permessage_deflate(installed, cls):
+    for cls_ in DEFLATE_CLASSES:
+        assert cls_.__dict__.get("_wsgroups_deflate_adapted") is True, cls_
+    config = Config(app=http_app, ws_per_message_deflate=True, log_config=None)
+    with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": False}):
+        cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.new_event_loop())
+    assert config.ws_per_message_deflate is False
+    with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": True}):
+        cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.new_event_loop())
+    assert config.ws_per_message_deflate is True
+
+
+@pytest.mark.parametrize(("setting", "extensions"), [(False, []), (True, ["permessage-deflate"])])
+def test_sansio_protocol_offers_compression_as_set_and_logs_the_override(installed, wslog, setting, extensions):
+    async def scenario() -> Any:
+        return connect(WebSocketsSansIOProtocol, ws_per_message_deflate=not setting)[0]
+
+    with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": setting}):
+        protocol = asyncio.run(scenario())
+    assert [factory.name for factory in protocol.conn.available_extensions] == extensions
+    assert protocol.config.ws_per_message_deflate is setting
+    assert any(
+        "permessage-deflate is" in record.getMessage() and "overridden" in record.getMessage()
+        for record in wslog.records
+    )
+
+
+def test_matching_uvicorn_option_is_not_logged(installed, wslog):
+    async def scenario() -> None:
+        connect(WebSocketsSansIOProtocol, ws_per_message_deflate=True)
+
+    with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": True}):
+        asyncio.run(scenario())
+    assert not any("permessage-deflate" in record.getMessage() for record in wslog.records)
 
 
 def test_install_twice_counts_request_head_bytes_once(installed):

@@ -12,6 +12,7 @@ hypercorn.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -29,6 +30,7 @@ def _apply_compression_setting(cls: Any) -> None:
         return
     accept = cls.accept
 
+    @functools.wraps(accept)
     def accept_as_configured(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not conf.PERMESSAGE_DEFLATE:
             self.extensions = None  # as if the client had offered none

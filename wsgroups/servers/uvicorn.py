@@ -230,7 +230,7 @@ def install() -> None:
     for module_name, class_name in _WEBSOCKET_MODULES:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # websockets' legacy API
+                warnings.simplefilter("ignore")  # the deprecation of websockets' legacy API, in uvicorn and websockets
                 module = importlib.import_module(module_name)
         except ImportError:  # websockets or wsproto not installed: uvicorn cannot run that one
             continue
