@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -117,11 +119,27 @@ async def _run(url: str, cases: Sequence[str], concurrency: int) -> list[Any]:
 
 
 def run_cases(url: str, cases: Sequence[str], concurrency: int = 1, timeout: float = 3600.0) -> list[Outcome]:
-    """Run the Autobahn ``cases`` (ids or globs) against the WebSocket endpoint ``url``."""
-    results = asyncio.run(asyncio.wait_for(_run(url, cases, concurrency), timeout))
-    if not results:
+    """Run the Autobahn ``cases`` (ids or globs) against the WebSocket endpoint ``url``.
+
+    kosoku runs in a process of its own (``--url``): it imports the case files with a
+    Python 3 stand-in for the ``autobahn`` package they were written for, which must not
+    meet the real autobahn (daphne's) in one interpreter.
+    """
+    argv = [sys.executable, "-m", "bench.conformance", "--url", url, "--concurrency", str(concurrency)]
+    argv += [f"--case={case}" for case in cases]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"kosoku failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    outcomes = [Outcome(**json.loads(line)) for line in done.stdout.splitlines() if line.startswith("{")]
+    if not outcomes:
         raise ValueError(f"no Autobahn case matches {list(cases)}")
-    return [Outcome.of(result) for result in results]
+    return outcomes
+
+
+def _print_outcomes(url: str, cases: Sequence[str], concurrency: int) -> None:
+    """Run the cases here and print each outcome as a JSON line (the ``--url`` mode)."""
+    for result in asyncio.run(_run(url, cases, concurrency)):
+        print(json.dumps(dataclasses.asdict(Outcome.of(result))), flush=True)
 
 
 def failures(outcomes: Iterable[Outcome]) -> dict[str, Outcome]:
@@ -242,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="cases run at once (default 1)")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "CONFORMANCE.md")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--url", help="only run the cases against this endpoint; print each outcome as JSON")
     args = parser.parse_args(argv)
+    if args.url:
+        _print_outcomes(args.url, args.case or PROTOCOL_CASES, args.concurrency)
+        return 0
     modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.deflate]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="wsgroups-conformance-") as tmp:
