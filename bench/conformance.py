@@ -79,9 +79,10 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
     "daphne": {},
     "uvicorn": {
         "7.1.5": (
-            "a close frame arriving in the middle of a fragmented message is answered with 1002 "
-            "instead of 1000 (websockets' sans-I/O protocol, which uvicorn runs, treats the "
-            "unfinished message as a protocol error; RFC 6455 allows control frames between fragments)"
+            "a close frame that arrives while a fragmented message is incomplete is answered with "
+            "1002, not 1000: websockets' sans-I/O protocol, which uvicorn runs, raises "
+            "ProtocolError('incomplete fragmented message') there (RFC 6455 allows control "
+            "frames between fragments, and the close ends the message)"
         ),
     },
     "hypercorn": {},
