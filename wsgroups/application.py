@@ -8,7 +8,8 @@ One instance serves every socket of the process. Per socket it:
 3. sends the view's response as the rejection unless the view called ``send_upgrade``;
 4. reads frames one at a time and awaits each handler before reading the next, which
    gives per-socket arrival order and back-pressure on the client;
-5. runs the group's disconnect handler exactly once, however the socket ended.
+5. runs the group's disconnect handler exactly once, however the socket ended, and then
+   takes the socket out of its rooms.
 """
 
 from __future__ import annotations
@@ -288,6 +289,9 @@ class WebSocketApplication:
                 sock.close_code = sock.close_code or CloseCode.GOING_AWAY
             sock.state = SocketState.CLOSED
             runtime.remove(sock)
-            if not sock.reaped:
-                await run_disconnect(runtime, sock.id, sock.group, sock.session_key)
-            sock.closed.set()
+            try:
+                if not sock.reaped:
+                    await run_disconnect(runtime, sock.id, sock.group, sock.session_key)
+            finally:
+                runtime.rooms.forget(sock.id)  # after the handler, which may still list its rooms
+                sock.closed.set()

@@ -1,7 +1,8 @@
 """wsgroups in one process: its sockets, its IDs, its counters and its link to the cluster.
 
 A server process has one :class:`Runtime`, bound to the server's event loop and created
-at its first WebSocket scope. It holds the :class:`~wsgroups.socket_table.SocketTable`,
+at its first WebSocket scope. It holds the :class:`~wsgroups.socket_table.SocketTable`
+and the :class:`~wsgroups.room_table.RoomTable`,
 allocates IDs from blocks the database hands it, batches registry writes, and owns the
 process's :class:`~wsgroups.transport.Transport`. What it does with operations from
 other processes, and its cluster duties (heartbeats, reaping), are given to
@@ -29,6 +30,7 @@ from .ids import MAX_SEQUENCE, make_id
 from .layers import make_layer
 from .limits import ConnectionCounter
 from .outbox import ASGISend, LocalSocket
+from .room_table import RoomTable
 from .socket_table import SocketTable
 from .transport import OpsHandler, Transport
 
@@ -66,6 +68,8 @@ class Runtime:
         self.loop = loop
         self.stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.table = SocketTable(self.stats)
+        #: The rooms its sockets are in (only in memory: they end with the process).
+        self.rooms = RoomTable()
         #: Connections of this process, handshakes in progress included, by client address.
         self.connections = ConnectionCounter()
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")

@@ -15,6 +15,7 @@ from .exceptions import UpgradeError
 from .handshake import accept_headers, check_subprotocol
 from .limits import group_refusal
 from .outbox import LocalSocket
+from .room_table import user_room_name
 from .runtime import Runtime
 from .websocket import WebSocket
 
@@ -156,6 +157,8 @@ class WebSocketUpgrade:
             self.upgraded = True
             sock.accept(message, held=True)
             runtime.add(sock)
+            if sock.user_id is not None:  # in its user's room from its first frame on
+                runtime.rooms.join(sock, user_room_name(sock.user_id))
             if refusal is not None:
                 runtime.stats["group_full"] += 1
                 runtime.log_refusal("WebSocket %s closed with 1013: %s", sock.id, refusal)
