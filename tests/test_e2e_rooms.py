@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import Cluster, Server
+from .conftest import ROOT, Cluster, Server
 from .wsclient import close_of
 
 pytestmark = pytest.mark.e2e
@@ -210,5 +212,33 @@ def test_invalid_room_names_are_refused_with_value_error(cluster: Cluster) -> No
         answer = await _ask(ws, "join:" + "y" * 201)
         assert answer == {"error": "ValueError: name is 201 characters long; a room name has at most 200"}
         await ws.close()
+
+    asyncio.run(scenario())
+
+
+@ONE_REDIS
+def test_wsstatus_counts_every_rooms_live_members_on_both_servers(cluster: Cluster) -> None:
+    async def scenario() -> None:
+        opened = [
+            await _open(cluster.servers[0], join=["status-a", "status-b"]),
+            await _open(cluster.servers[1], join=["status-a"]),
+            await _open(cluster.servers[1]),
+        ]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "manage.py", "wsstatus", "--json"],
+            cwd=ROOT,
+            env=cluster.env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert json.loads(done.stdout)["rooms"] == {"status-a": 2, "status-b": 1}
+        text = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "manage.py", "wsstatus"], cwd=ROOT, env=cluster.env, capture_output=True
+        )
+        assert "Rooms: 2\n  status-a  2\n  status-b  1" in text.stdout.decode()
+        for ws, _ in opened:
+            await ws.close()
 
     asyncio.run(scenario())

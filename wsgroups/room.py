@@ -10,6 +10,8 @@ A process that died took its memberships with it, and is no longer asked.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -19,11 +21,14 @@ from .group import ask_each_server
 from .handshake import check_close
 from .room_table import RoomTable, check_room_name, user_room_name
 from .runtime import cluster_transport, current_runtime
+from .transport import Transport
 from .websocket import WebSocket, frame_message, payload_of
 
 __all__ = ["Room", "room_counts"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("wsgroups")
 
 
 def _here(func: Callable[[RoomTable], T]) -> T | None:
@@ -127,14 +132,30 @@ class Room:
         return {int(socket_id): meta for socket_id, meta in pairs}
 
 
-def room_counts() -> dict[str, int]:
-    """Live members of every room with any, cluster-wide (for ``wsstatus`` and the admin)."""
-    totals: dict[str, int] = {}
+def room_counts(channels: Iterable[str] | None = None) -> dict[str, int]:
+    """Live members of every room with any, cluster-wide (for ``wsstatus`` and the admin).
+
+    ``channels`` are the live server processes to ask, as the caller read them from the
+    registry; by default the transport's directory finds them.
+    """
     pairs = _here(lambda rooms: rooms.counts()) or []
-    transport = cluster_transport()
-    if transport is not None:
-        answers = transport.block_on(ask_each_server(transport, ops.RoomCounts()), "room_counts()")
-        pairs += [pair for answer in answers for pair in answer]
+    servers = None if channels is None else list(channels)
+    if servers != []:
+        transport = cluster_transport()
+        if transport is not None:
+            asked = ask_each_server(transport, ops.RoomCounts()) if servers is None else _ask(transport, servers)
+            pairs += [pair for answer in transport.block_on(asked, "room_counts()") for pair in answer]
+    totals: dict[str, int] = {}
     for room, count in pairs:
         totals[room] = totals.get(room, 0) + int(count)
     return dict(sorted(totals.items()))
+
+
+async def _ask(transport: Transport, channels: list[str]) -> list[Any]:
+    """``RoomCounts`` answered by ``channels`` but this process; those that did not answer are logged."""
+    others = [channel for channel in channels if channel != transport.channel_name]
+    answers = await asyncio.gather(*(transport.request(c, ops.RoomCounts()) for c in others), return_exceptions=True)
+    for channel, answer in zip(others, answers, strict=True):
+        if isinstance(answer, BaseException):
+            logger.warning("wsgroups: %s did not answer RoomCounts: %s", channel, answer)
+    return [answer for answer in answers if not isinstance(answer, BaseException)]
