@@ -292,6 +292,26 @@ def test_two_tabs_on_two_servers_chat_across_processes(demo: Demo, browser: obje
     alice_page.wait_for_function("!document.getElementById('online').textContent.includes('bob')")
 
 
+def test_notify_reaches_every_tab_of_the_logged_in_user_on_both_servers(demo: Demo, browser: object) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    first, second = context.new_page(), context.new_page()
+    _admin_log_in(first, demo.url(0), demo.password())  # the session cookie is the host's, on both ports
+    _join(first, demo.url(0), "dee", "notices")
+    _join(second, demo.url(1), "dee-too", "elsewhere")
+    stranger = browser.new_context().new_page()  # type: ignore[attr-defined]
+    _join(stranger, demo.url(1), "stranger", "notices")
+    assert stranger.locator("#notify").count() == 0  # only for a logged-in user
+
+    first.click("#notify")
+    for page in (first, second):
+        _wait_text(page, "#log", "A notice for demo.")
+    stranger.fill("#text", "after the notice")
+    stranger.click("#send")
+    _wait_text(first, "#log", "after the notice")
+    assert "A notice" not in stranger.text_content("#log")
+    context.close()
+
+
 def test_the_page_has_its_own_icon_and_no_request_fails(demo: Demo, browser: object) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     failed: list[tuple[int, str]] = []
