@@ -125,8 +125,10 @@ def test_disconnect_handler_lists_the_rooms_then_membership_ends(cluster: Cluste
             else:
                 assert await _ctl(cluster, "disconnect", str(socket_id), "bye", "--code", "4000") is True
                 assert await close_of(ws) == (4000, "bye")
-            rows = server.wait_for_events(
-                lambda rows, i=socket_id: any(r.get("id") == i for r in rows if r["event"] == "disconnect"), 20
+            rows = await asyncio.to_thread(
+                server.wait_for_events,
+                lambda rows, i=socket_id: any(r.get("id") == i for r in rows if r["event"] == "disconnect"),
+                20,
             )
             [gone] = [row for row in rows if row["event"] == "disconnect" and row["id"] == socket_id]
             assert gone["rooms"] == ["x", "y"]
@@ -138,6 +140,31 @@ def test_disconnect_handler_lists_the_rooms_then_membership_ends(cluster: Cluste
             assert await _ctl(cluster, "room-broadcast", "x", "still here") == 1
             assert await asyncio.wait_for(other.recv(), 20) == "still here"
             await other.close()
+
+    asyncio.run(scenario())
+
+
+@ONE_REDIS
+def test_dropped_connections_and_a_shutdown_end_membership_after_the_handler_saw_it(cluster: Cluster) -> None:
+    daphne, uvicorn = cluster.servers
+
+    async def scenario() -> None:
+        dropped, dropped_id = await _open(uvicorn, join=["ends"])
+        stopped = [await _open(daphne, join=["ends", "more"]) for _ in range(2)]
+        kept, kept_id = await _open(uvicorn, join=["ends"])
+        dropped.transport.abort()  # TCP gone without a close frame
+        rows = await asyncio.to_thread(
+            uvicorn.wait_for_events, lambda rows: any(r.get("id") == dropped_id for r in rows), 20
+        )
+        assert [r["rooms"] for r in rows if r.get("id") == dropped_id] == [["ends"]]
+        await asyncio.to_thread(daphne.stop, signal.SIGTERM)  # every client gets 1001, every handler runs
+        for ws, _ in stopped:
+            assert (await close_of(ws))[0] == 1001
+        gone = {r["id"]: r["rooms"] for r in daphne.events("disconnect")}
+        assert gone == {socket_id: ["ends", "more"] for _, socket_id in stopped}
+        assert await _ctl(cluster, "room-presence", "ends") == {str(kept_id): None}
+        assert await _ctl(cluster, "room-sockets", "more") == []
+        await kept.close()
 
     asyncio.run(scenario())
 
