@@ -515,3 +515,17 @@ def test_subscriptions_list_counts_and_search(admin_client: Client, db: None) ->
     assert "Messages broadcast" in text(response)
     found = admin_client.get("/admin/wsgroups/broadcastsubscription/", {"q": "4194306"})
     assert [row.websocket_id for row in found.context["cl"].result_list] == [4194306]
+
+
+def test_summary_and_filter_list_only_the_largest_rooms(
+    admin_client: Client, registry: Registry, monkeypatch: Any
+) -> None:
+    many = {f"room-{n:03d}": n for n in range(1, wsadmin.ROOMS_LISTED + 6)}
+    monkeypatch.setattr("wsgroups.status.room_counts", lambda channels: many)
+    response = admin_client.get(CHANGELIST)
+    listed = [room["name"] for room in response.context["socket_summary"]["rooms"]]
+    assert listed == [f"room-{n:03d}" for n in range(wsadmin.ROOMS_LISTED + 5, 5, -1)]
+    page = text(response)
+    assert f"The {wsadmin.ROOMS_LISTED} largest of {wsadmin.ROOMS_LISTED + 5} rooms" in page
+    filters = page[page.index('id="changelist-filter"') :]
+    assert "room-035 (35)" in filters and "room-005 (5)" not in filters

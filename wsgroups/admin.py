@@ -45,8 +45,16 @@ else:  # ModelAdmin is generic for type checkers only
     BroadcastSubscriptionModelAdmin = ConnectionModelAdmin = ProcessModelAdmin = admin.ModelAdmin
 
 ACTION_TEMPLATE = "admin/wsgroups/connection/socket_action.html"
-#: Rooms offered by the room filter (the largest first); any other works as ``?room=<name>``.
-ROOMS_IN_FILTER = 30
+#: Rooms listed in the summary and offered by the room filter (the largest first; every
+#: user's room counts as one); any other works as ``?room=<name>``.
+ROOMS_LISTED = 30
+
+
+def largest_rooms(rooms: dict[str, int]) -> list[tuple[str, int]]:
+    """The ``ROOMS_LISTED`` rooms with the most live members (then by name)."""
+    return sorted(rooms.items(), key=lambda item: (-item[1], item[0]))[:ROOMS_LISTED]
+
+
 #: Sockets listed by name on an action's form page (all selected ones are acted on).
 LISTED_ON_ACTION_PAGE = 50
 
@@ -136,8 +144,7 @@ class RoomFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         rooms = with_rooms(collect_status()).rooms or {}  # none when the processes cannot be asked
-        largest = sorted(rooms.items(), key=lambda item: (-item[1], item[0]))[:ROOMS_IN_FILTER]
-        return [(room, f"{room} ({count})") for room, count in largest]
+        return [(room, f"{room} ({count})") for room, count in largest_rooms(rooms)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Connection]) -> QuerySet[Connection]:
         name = self.value()
@@ -218,8 +225,9 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
             ],
             "rooms": [
                 {"name": room, "count": count, "url": f"{url}?{urlencode({'room': room})}"}
-                for room, count in (status.rooms or {}).items()
+                for room, count in largest_rooms(status.rooms or {})
             ],
+            "rooms_total": len(status.rooms or {}),
             "rooms_error": status.rooms_error,
         }
 
