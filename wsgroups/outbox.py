@@ -236,7 +236,8 @@ class LocalSocket:
             counters = self.counters
             while self.outbox:
                 message = self.outbox.popleft()
-                counters["frames_out"] += 1
+                if message["type"] == "websocket.send":  # data frames, not the 101 or the close
+                    counters["frames_out"] += 1
                 coroutine = cast("Coroutine[Any, Any, None]", self._send(message))
                 try:
                     waiting = coroutine.send(None)
