@@ -301,3 +301,14 @@ def test_a_chat_message_crosses_processes(proxied: tuple[Nginx, list[Server]]) -
                 await ws.close()
 
     asyncio.run(scenario())
+
+
+def test_the_guide_gives_the_configuration_and_command_lines_tested_here() -> None:
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", guide, re.DOTALL)
+    assert blocks == [CONFIG.read_text().rstrip("\n") + "\n"], "docs/deployment.md must show docs/nginx.conf as it is"
+    # The test servers run as conftest.start_server builds them, with these arguments.
+    assert f"daphne -b 127.0.0.1 -p 8000 {' '.join(DAPHNE_ARGS)} mysite.asgi:application" in guide
+    uvicorn = f"uvicorn --host 127.0.0.1 --port 8001 --no-access-log {' '.join(UVICORN_ARGS)} mysite.asgi:application"
+    assert uvicorn in guide
+    assert "README" in guide and "deployment.md" in (ROOT / "README.md").read_text()
