@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -118,16 +119,14 @@ def test_an_empty_token_is_refused_at_once(token: object) -> None:
         require_bearer_token(token)  # type: ignore[arg-type]
 
 
-@pytest.mark.django_db
-def test_the_demo_routes_it_for_staff_only(processes: dict[str, Process]) -> None:
+def test_the_demo_routes_it_for_staff_only(processes: dict[str, Process], settings: Any) -> None:
+    settings.ROOT_URLCONF = "project.urls"
     client = Client()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("django.conf.settings.ROOT_URLCONF", "project.urls")
-        response = client.get("/metrics")
-        assert response.status_code == 302 and "/admin/login/" in response["Location"]
-        client.force_login(User.objects.create_user("ann", is_staff=False))
-        assert client.get("/metrics").status_code == 302
-        client.force_login(User.objects.create_user("bob", is_staff=True))
-        response = client.get("/metrics")
-        assert response.status_code == 200
-        assert b"wsgroups_processes_live" in response.content
+    response = client.get("/metrics")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    client.force_login(User.objects.create_user("ann", is_staff=False))
+    assert client.get("/metrics").status_code == 302
+    client.force_login(User.objects.create_user("bob", is_staff=True))
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert b"wsgroups_processes_live" in response.content
