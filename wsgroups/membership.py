@@ -1,9 +1,10 @@
 """A process's membership of the cluster: joining it, heartbeats, and reaping the dead.
 
 Every ``HEARTBEAT_INTERVAL`` a member refreshes its heartbeat (with its message rates,
-limit counts and monitoring counters, :mod:`wsgroups.metrics`), claims the processes whose heartbeat is older than
-``PROCESS_TIMEOUT`` and runs the disconnect handlers of their sockets — each dead
-process is claimed by exactly one member — and prunes old registry rows once a minute.
+limit counts and monitoring counters, :mod:`wsgroups.metrics`), claims the processes
+whose heartbeat is older than ``PROCESS_TIMEOUT`` and runs the disconnect handlers of
+their sockets — each dead process is claimed by exactly one member — and prunes old
+registry rows once a minute.
 A member that finds itself declared dead closes its sockets without running their
 handlers again (another member did) and rejoins as a new process.
 """
