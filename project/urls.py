@@ -1,8 +1,10 @@
 from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import path
 
 from project.chat import views as chat
 from project.demo import views
+from wsgroups.views import metrics
 
 urlpatterns = [
     path("", chat.index, name="chat"),
@@ -10,4 +12,6 @@ urlpatterns = [
     path("notify-me", chat.notify_me, name="chat-notify-me"),
     path("admin/", admin.site.urls),
     path("wstest", views.wstest, name="wstest"),
+    # The cluster's Prometheus metrics, for staff (log in at /admin/ first).
+    path("metrics", staff_member_required(metrics), name="metrics"),
 ]
