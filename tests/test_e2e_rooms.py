@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ ONE_REDIS = pytest.mark.parametrize("cluster", ["redis"], indirect=True)
 
 
 async def _open(
-    server: Server, group: str = "rooms", join: list[str] = (), meta: Any = None, cookie: str | None = None
+    server: Server, group: str = "rooms", join: Sequence[str] = (), meta: Any = None, cookie: str | None = None
 ) -> tuple[ClientConnection, int]:
     query = urllib.parse.urlencode([*(("join", name) for name in join), ("meta", json.dumps(meta))])
     headers = {"Cookie": f"sessionid={cookie}"} if cookie else None
