@@ -45,6 +45,8 @@ WSGROUPS = {
     "HANDSHAKE_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_HANDSHAKE_TIMEOUT", "10")),
 }
 LOGIN_URL = "/accounts/login/"
+if os.environ.get("WSGROUPS_TEST_ASGI_APPLICATION"):
+    ASGI_APPLICATION = os.environ["WSGROUPS_TEST_ASGI_APPLICATION"]
 if os.environ.get("WSGROUPS_TEST_IN_MEMORY_LAYER"):
     # A misconfiguration every process must refuse (wsgroups.E009).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
