@@ -23,6 +23,8 @@ import pytest
 
 from .services import PostgresServer, RedisServer, free_port, postgres_service, redis_service
 
+pytest_plugins = ["wsgroups.testing.pytest"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_KINDS = ("daphne", "uvicorn")
 DEFAULT_APPLICATION = "project.asgi:application"

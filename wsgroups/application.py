@@ -50,7 +50,16 @@ from .runtime import Runtime, get_runtime
 from .shutdown import install_signal_handlers
 from .upgrade import WebSocketUpgrade
 
-__all__ = ["ASGIApp", "Receive", "Scope", "Send", "WebSocketApplication", "unavailable"]
+__all__ = [
+    "SOCKET_ID_EXTENSION",
+    "ASGIApp",
+    "Receive",
+    "Scope",
+    "Send",
+    "WebSocketApplication",
+    "announce_socket_id",
+    "unavailable",
+]
 
 logger = logging.getLogger("wsgroups")
 
@@ -60,6 +69,16 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RESPONSE_EXTENSION = "websocket.http.response"
+#: A scope extension whose dict gets the socket's ID (``"id"``) once it is allocated:
+#: how :mod:`wsgroups.testing` learns it.
+SOCKET_ID_EXTENSION = "wsgroups.socket_id"
+
+
+def announce_socket_id(scope: Scope, socket_id: int) -> None:
+    """Tell whoever asked through :data:`SOCKET_ID_EXTENSION` the ID of the scope's socket."""
+    holder = (scope.get("extensions") or {}).get(SOCKET_ID_EXTENSION)
+    if isinstance(holder, dict):
+        holder["id"] = socket_id
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -70,6 +89,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def unavailable(message: str) -> HttpResponse:
+    """A 503 refusal with ``Retry-After``."""
     response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = "5"
     return response
@@ -182,6 +202,7 @@ class WebSocketApplication:
         """Let the project's view decide within HANDSHAKE_TIMEOUT, then serve the socket."""
         await join(runtime)
         sock = await runtime.new_socket(scope.get("path", ""), send, address)
+        announce_socket_id(scope, sock.id)
         upgrade = WebSocketUpgrade(runtime, sock, scope.get("subprotocols") or ())
         timeout = conf.HANDSHAKE_TIMEOUT
         decision = asyncio.ensure_future(

@@ -19,7 +19,7 @@ from channels.consumer import AsyncConsumer
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponseBase, HttpResponseForbidden
 
-from .application import Receive, Scope, Send, WebSocketApplication, unavailable
+from .application import Receive, Scope, Send, WebSocketApplication, announce_socket_id, unavailable
 from .conf import conf
 from .consumer_routing import CONSUMER_SCOPE_KEY
 from .exceptions import UpgradeError
@@ -57,6 +57,7 @@ class _Upgrading(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         await join(runtime)
         client = scope.get("client") or ("", 0)
         sock = await runtime.new_socket(str(scope.get("path", "")), send, str(client[0] or ""))
+        announce_socket_id(scope, sock.id)
         self.websocket = upgrade = WebSocketUpgrade(runtime, sock, scope.get("subprotocols") or ())
         upgrade.user = scope.get("user")
         timeout = conf.HANDSHAKE_TIMEOUT
