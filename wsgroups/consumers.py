@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponseBase, HttpResponseForbidden
 
 from .application import Receive, Scope, Send, WebSocketApplication, announce_socket_id, unavailable
+from .codes import Closing, close_for
 from .conf import conf
 from .consumer_routing import CONSUMER_SCOPE_KEY
 from .exceptions import UpgradeError
@@ -74,6 +75,11 @@ class _Upgrading(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 )
                 await owner.send_rejection(send, unavailable("The upgrade took too long."), None, can_respond)
                 return
+        except Exception:
+            if not upgrade.upgraded:
+                raise  # the client gets a 500 (wsgroups.consumer_routing)
+            logger.exception("%s.connect() failed after upgrading WebSocket %s", type(self).__name__, sock.id)
+            sock.close(*close_for(Closing.HANDLER_ERROR))
         if not upgrade.upgraded:
             response = self._rejection
             if response is None:

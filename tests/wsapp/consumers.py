@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import parse_qs
 
@@ -55,7 +56,9 @@ class StockConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
 
 class EchoUpgrade(UpgradeConsumer):
-    """Upgrades into the "echo" group with cookies and headers; ``?reject`` refuses."""
+    """Upgrades into the "echo" group with cookies and headers; ``?reject`` refuses, and the
+    other query parameters misbehave for the tests (``nothing``, ``slow``, ``bad-reject``,
+    ``reject-after-upgrade``)."""
 
     async def connect(self) -> None:
         query = _query(self.scope)
@@ -66,6 +69,10 @@ class EchoUpgrade(UpgradeConsumer):
             return
         if "nothing" in query:
             return
+        if "slow" in query:
+            await asyncio.sleep(float(query["slow"]))
+        if "bad-reject" in query:
+            await self.reject("not a response")  # type: ignore[arg-type]
         expected = self.websocket.id
         ws = await self.websocket.asend_upgrade(
             "echo",
@@ -73,6 +80,8 @@ class EchoUpgrade(UpgradeConsumer):
             headers={"X-Upgraded-By": "consumer"},
             subprotocol=query.get("subprotocol"),
         )
+        if "reject-after-upgrade" in query:
+            await self.reject(HttpResponse("too late"))
         user = self.scope.get("user")
         record("upgraded", id=ws.id, by="consumer")
         await ws.asend(

@@ -26,6 +26,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
 from ..servers.live import serve
 
@@ -60,7 +61,7 @@ def shared_test_databases() -> dict[str, str]:
     names = {}
     for alias in connections:
         connection = connections[alias]
-        if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        if isinstance(connection, SQLiteDatabaseWrapper) and connection.is_in_memory_db():
             raise ImproperlyConfigured(
                 f"wsgroups_live_server runs the server in another process, which cannot open the in-memory "
                 f"SQLite test database of {alias!r}: set DATABASES[{alias!r}]['TEST']['NAME'] to a file path."
