@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -36,6 +37,33 @@ async def test_the_upgrading_user_goes_into_the_registry() -> None:
         await runtime.flush_registry()
         row = await Connection.objects.aget(id=ws.id)
         assert (row.user_id, row.group) == (user.pk, "echo")
+
+
+async def test_the_scope_session_is_attached_to_the_socket() -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session["name"] = "zoe"
+    await session.asave()
+    async with connect("/consumer/upgrade?session", cookies={"sessionid": str(session.session_key)}) as ws:
+        await ws.receive()
+        await ws.send("session")
+        assert json.loads(await ws.receive()) == {"name": "zoe"}
+        runtime = current_runtime()
+        assert runtime is not None
+        await runtime.flush_registry()
+        row = await Connection.objects.aget(id=ws.id)
+        assert row.session_key == session.session_key
+
+
+async def test_a_new_session_is_saved_and_its_cookie_goes_on_the_101() -> None:
+    async with connect("/consumer/upgrade?session") as ws:
+        await ws.receive()
+        key = ws.response.cookies["sessionid"].value
+        runtime = current_runtime()
+        assert runtime is not None
+        await runtime.flush_registry()
+        assert (await Connection.objects.aget(id=ws.id)).session_key == key
 
 
 async def test_a_consumer_that_neither_upgrades_nor_rejects_refuses_with_403() -> None:

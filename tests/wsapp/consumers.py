@@ -78,6 +78,7 @@ class EchoUpgrade(UpgradeConsumer):
             "echo",
             cookies=["ConsumerCookie=abc"],
             headers={"X-Upgraded-By": "consumer"},
+            session=self.scope.get("session") if "session" in query else None,
             subprotocol=query.get("subprotocol"),
         )
         if "reject-after-upgrade" in query:
