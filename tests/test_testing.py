@@ -8,7 +8,7 @@ import sys
 from typing import TypeVar
 
 import pytest
-from django.test import override_settings
+from django.test import TestCase, override_settings
 
 from wsgroups import Group, WebSocket
 from wsgroups.runtime import current_runtime
@@ -137,6 +137,13 @@ async def test_the_runtime_leaves_when_the_last_socket_closes() -> None:
         assert current_runtime() is runtime
         await first.receive()
     assert current_runtime() is None
+
+
+class InsideTestCase(TestCase):
+    async def test_connect_refuses_to_run_inside_the_transaction_of_testcase(self) -> None:
+        with self.assertRaisesRegex(RuntimeError, "Use TransactionTestCase"):
+            async with connect("/ws/echo"):
+                pass
 
 
 @pytest.mark.e2e

@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 from django.http import HttpResponse
 from django.test import AsyncClient
 from django.utils.module_loading import import_string
@@ -199,6 +200,11 @@ def _scope(
     }
 
 
+def _in_transaction() -> bool:
+    """Whether this thread's database connections are inside a transaction (TestCase's)."""
+    return any(connections[alias].in_atomic_block for alias in connections)
+
+
 async def _login_cookies(user: Any) -> dict[str, str]:
     client = AsyncClient()
     await client.aforce_login(user)
@@ -302,6 +308,14 @@ async def connect(
     socket with 1000 (unless it is closed already) and waits for its disconnect handler.
     """
     global _open_sockets
+    # Django's async test methods run their loop in another thread while the test's thread,
+    # which holds TestCase's transaction, runs what sync_to_async hands it.
+    if await sync_to_async(_in_transaction)():
+        raise RuntimeError(
+            "wsgroups.testing.connect() cannot run inside a transaction such as TestCase's: wsgroups writes "
+            "the registry from its own threads, which would wait for it. Use TransactionTestCase "
+            "(pytest-django: django_db(transaction=True))."
+        )
     jar = dict(cookies or {})
     if user is not None:
         jar.update(await _login_cookies(user))
