@@ -7,11 +7,12 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from websockets.asyncio.client import connect
 
 from wsgroups import WebSocket
-from wsgroups.testing.pytest import LiveServer
+from wsgroups.testing.pytest import LiveServer, shared_test_databases
 
 from .wsclient import raw_handshake
 
@@ -53,3 +54,19 @@ def test_the_test_process_reaches_a_live_socket_by_id(wsgroups_live_server: Live
             return str(await asyncio.wait_for(ws.recv(), 10)), sent
 
     assert asyncio.run(scenario()) == ("from the test process", True)
+
+
+def test_the_test_databases_are_handed_to_the_server_by_name(transactional_db: None) -> None:
+    from django.db import connections
+
+    assert shared_test_databases() == {"default": connections["default"].settings_dict["NAME"]}
+
+
+def test_an_in_memory_sqlite_test_database_is_refused_with_advice() -> None:
+    from django.db import connections
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    settings_dict = {**connections["default"].settings_dict, "ENGINE": "django.db.backends.sqlite3"}
+    memory = DatabaseWrapper({**settings_dict, "NAME": "file:memorydb_default?mode=memory&cache=shared"}, "default")
+    with pytest.raises(ImproperlyConfigured, match=r"set DATABASES\['default'\]\['TEST'\]\['NAME'\] to a file"):
+        shared_test_databases([memory])

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteDatabaseWrapper
 
 from ..servers.live import serve
@@ -56,11 +57,12 @@ class LiveServer:
         return self.url
 
 
-def shared_test_databases() -> dict[str, str]:
-    """The name of every test database, refusing those another process cannot open."""
+def shared_test_databases(wrappers: Iterable[BaseDatabaseWrapper] | None = None) -> dict[str, str]:
+    """The name of every test database (of ``wrappers``, by default every connection), by
+    alias; raises ImproperlyConfigured for one another process cannot open."""
     names = {}
-    for alias in connections:
-        connection = connections[alias]
+    for connection in wrappers if wrappers is not None else connections.all():
+        alias = connection.alias
         if isinstance(connection, SQLiteDatabaseWrapper) and connection.is_in_memory_db():
             raise ImproperlyConfigured(
                 f"wsgroups_live_server runs the server in another process, which cannot open the in-memory "
