@@ -42,6 +42,26 @@ async def test_wstest_in_pytest() -> None:
 
 
 @in_process
+async def test_the_designs_example_as_written() -> None:
+    async with connect("/wstest", headers={"Origin": "http://testserver"}) as ws:
+        assert ws.response.status_code == 101
+        assert ws.response.cookies["MyCookie1"].value == "123"
+        assert ws.response.headers["MyHeader"] == "MyHeaderData"
+        assert await ws.receive() == "Hello WebSocket!"
+        await ws.send("hi")  # str → text frame, bytes → binary
+        assert await ws.receive() == "Hello again WebSocket!"  # the view's second greeting
+        assert await ws.receive() == "Here is the server push!"
+    assert ws.close_code == 1000
+    try:
+        async with connect("/private"):
+            pass
+    except Refused as refused:
+        assert refused.response.status_code == 302
+    else:
+        raise AssertionError("/private was not refused")
+
+
+@in_process
 async def test_the_socket_is_in_the_registry_while_open() -> None:
     from wsgroups.models import Connection
 
