@@ -98,6 +98,20 @@ async def test_a_client_close_code_reaches_the_application() -> None:
 
 
 @in_process
+async def test_an_error_in_the_block_propagates_and_the_socket_ends(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    events = tmp_path / "events"
+    monkeypatch.setenv("WSGROUPS_TEST_EVENTS", str(events))
+    with pytest.raises(KeyError, match="from the test"):
+        async with connect("/ws/echo") as ws:
+            await ws.receive()
+            raise KeyError("from the test")
+    assert ws.close_code == 1006
+    assert await WebSocket(ws.id).ais_dead()
+    assert [json.loads(line)["id"] for line in events.read_text().splitlines()] == [ws.id]
+    assert current_runtime() is None
+
+
+@in_process
 async def test_receive_timeout_and_bad_input() -> None:
     async with connect("/ws/echo") as ws:
         await ws.receive()

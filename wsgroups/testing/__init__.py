@@ -289,9 +289,11 @@ async def _leave_when_idle() -> None:
 
 def _runtime_on_this_loop() -> None:
     """Make the process's runtime one on the running loop (an earlier test's loop is gone)."""
+    global _open_sockets
     runtime = current_runtime()
     if runtime is not None and runtime.loop is not asyncio.get_running_loop():
         forget_runtime(runtime)
+        _open_sockets = 0  # those of an earlier test ended with its loop
     get_runtime().signals_installed = True  # the test runner keeps its own signal handling
 
 
@@ -363,5 +365,11 @@ async def _finish_quietly(ws: TestWebSocket) -> None:
         await ws._to_app.put({"type": "websocket.disconnect", "code": 1006})
     try:
         await asyncio.wait_for(asyncio.shield(task), CLOSE_WAIT)
-    except BaseException:
+    except asyncio.CancelledError:
+        if not task.done():
+            task.cancel()
+        if not task.cancelled():
+            raise  # the test itself is being cancelled
+    except Exception:  # the application's own error, or a timeout: the test's error comes first
+        logger.debug("%r: the application ended with an error after the test's", ws, exc_info=True)
         task.cancel()
