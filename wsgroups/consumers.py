@@ -81,6 +81,7 @@ class _Upgrading(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             logger.exception("%s.connect() failed after upgrading WebSocket %s", type(self).__name__, sock.id)
             sock.close(*close_for(Closing.HANDLER_ERROR))
         if not upgrade.upgraded:
+            runtime.stats["view_rejected"] += 1  # the consumer's decision, as a view's
             response = self._rejection
             if response is None:
                 logger.warning("%s.connect() neither upgraded nor rejected: refused with 403", type(self).__name__)
