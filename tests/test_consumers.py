@@ -73,6 +73,20 @@ async def test_a_consumer_that_neither_upgrades_nor_rejects_refuses_with_403() -
     assert caught.value.response.status_code == 403
 
 
+async def test_the_connection_limits_apply_to_consumers() -> None:
+    with override_settings(WSGROUPS={"MAX_CONNECTIONS": 1}):
+        async with connect("/consumer/upgrade") as held:
+            await held.receive()
+            for path in ("/consumer/upgrade", "/consumer/stock"):
+                with pytest.raises(Refused) as caught:
+                    async with connect(path):
+                        pass
+                assert caught.value.response.status_code == 503
+                assert b"Too many connections" in caught.value.response.content
+        async with connect("/consumer/stock") as after:  # the count went down with the close
+            await after.receive()
+
+
 async def test_a_slow_consumer_is_refused_with_503() -> None:
     with override_settings(WSGROUPS={"HANDSHAKE_TIMEOUT": 0.2}), pytest.raises(Refused) as caught:
         async with connect("/consumer/upgrade?slow=2"):
