@@ -42,9 +42,9 @@ class ProtocolRouter:
     #: WebSocket scopes to wsgroups.
     routes_websockets_to_wsgroups = True
 
-    def __init__(self, http: ASGIApp, websocket: ASGIApp | None = None) -> None:
+    def __init__(self, http: ASGIApp, websocket: ASGIApp | None = None, channels: ASGIApp | None = None) -> None:
         self.http = http
-        self.websocket = websocket if websocket is not None else WebSocketApplication()
+        self.websocket = websocket if websocket is not None else WebSocketApplication(channels)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -42,6 +42,7 @@ __all__ = [
     "at_exit",
     "cluster_transport",
     "current_runtime",
+    "forget_runtime",
     "get_runtime",
     "get_transport",
 ]
@@ -299,6 +300,15 @@ def get_runtime() -> Runtime:
 def current_runtime() -> Runtime | None:
     """The runtime if this process holds (or held) sockets, without creating one."""
     return _runtime
+
+
+def forget_runtime(runtime: Runtime) -> None:
+    """Stop using ``runtime`` (it has left the cluster): the next :func:`get_runtime` makes a
+    new one on the loop running then. In-process tests need it: each test has its own loop."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is runtime:
+            _runtime = None
 
 
 _thread_transport: Transport | None = None

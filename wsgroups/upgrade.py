@@ -59,6 +59,8 @@ class WebSocketUpgrade:
         self.upgraded = False
         #: The upgrade request (set by the application): its user goes into the registry.
         self.request: HttpRequest | None = None
+        #: The user of an upgrade decided by a consumer (``scope["user"]``), when there is no request.
+        self.user: Any = None
         #: Set on the loop when the handshake timed out and the client was refused.
         self._expired_after: float | None = None
 
@@ -95,7 +97,7 @@ class WebSocketUpgrade:
             session.save()
             session_key = session.session_key
             pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
-        user = getattr(self.request, "user", None)
+        user = getattr(self.request, "user", None) if self.request is not None else self.user
         self._sock.user_id = _user_pk(user)
         return self._accept(group, pairs, session_key, subprotocol)
 
@@ -114,7 +116,7 @@ class WebSocketUpgrade:
             session_key = session.session_key
             pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
         auser = getattr(self.request, "auser", None)
-        self._sock.user_id = _user_pk(await auser()) if auser is not None else None
+        self._sock.user_id = _user_pk(await auser() if auser is not None else self.user)
         return self._accept(group, pairs, session_key, subprotocol)
 
     def _prepare(
