@@ -213,8 +213,14 @@ def test_a_killed_servers_members_leave_every_room_and_the_others_stay(cluster: 
 
     async def scenario() -> None:
         doomed = [await _open(daphne, join=["crash", "other"]) for _ in range(3)]
+        # Rooms changed after the upgrade, from a handler and from the shell, are recorded too.
+        assert await _ask(doomed[0][0], "join:late") == {"joined": True}
+        assert await _ask(doomed[1][0], "leave:other") == {"left": True}
+        assert await _ctl(cluster, "room-join", str(doomed[2][1]), "from-shell") is True
         kept, kept_id = await _open(uvicorn, join=["crash"], meta="stays")
         assert len(await _ctl(cluster, "room-sockets", "crash")) == 4
+        # The registry records room changes in batches a few milliseconds apart (see the README).
+        await asyncio.sleep(0.5)
         killed_at = time.monotonic()
         daphne.stop(signal.SIGKILL)
         # PROCESS_TIMEOUT is 4 s in the tests' settings; until then a query waits QUERY_TIMEOUT (5 s)
@@ -225,6 +231,21 @@ def test_a_killed_servers_members_leave_every_room_and_the_others_stay(cluster: 
         assert await _ctl(cluster, "room-sockets", "other") == []
         assert await _ctl(cluster, "room-broadcast", "crash", "survivor") == 1
         assert await asyncio.wait_for(kept.recv(), 20) == "survivor"
+        # The surviving server reaped the dead one's sockets: their disconnect handler ran
+        # there, and ws.rooms() listed the rooms each socket was in when its process died.
+        doomed_ids = {socket_id for _, socket_id in doomed}
+        rows = await asyncio.to_thread(
+            uvicorn.wait_for_events,
+            lambda rows: doomed_ids <= {r.get("id") for r in rows if r["event"] == "disconnect"},
+            20,
+        )
+        reaped = {row["id"]: row["rooms"] for row in rows if row["event"] == "disconnect" and row["id"] in doomed_ids}
+        assert reaped == {
+            doomed[0][1]: ["crash", "late", "other"],
+            doomed[1][1]: ["crash"],
+            doomed[2][1]: ["crash", "from-shell", "other"],
+        }
+        assert await _rooms_of(kept) == ["crash"]
         for ws, _ in doomed:
             ws.transport.abort()
         await kept.close()

@@ -68,6 +68,7 @@ EXAMPLES = [
     ops.RoomCounts(21),
     ops.Handle("chat", "text", 5, "msg", "sess", 11),
     ops.Handle("chat", "disconnect", 5, None, None, 12),
+    ops.Handle("chat", "disconnect", 5, None, None, 12, ["lobby", "x"]),
     ops.Reply(13, True),
 ]
 

@@ -139,6 +139,28 @@ def test_join_leave_and_rooms_of(loop):
     assert rooms.by_room == {} and rooms.by_socket == {}
 
 
+def test_take_changed_lists_the_sockets_whose_rooms_changed_once(loop):
+    woken = []
+    rooms = RoomTable(on_change=lambda: woken.append(1))
+    a, _ = make(loop, 1)
+    b, _ = make(loop, 2)
+    c, _ = make(loop, 3)
+    rooms.join(a, "x")
+    rooms.join(a, "y")
+    rooms.join(b, "x")
+    rooms.join(c, "x")
+    assert len(woken) == 4
+    rooms.forget(3)  # ended: its registry row is closed, nothing to record
+    assert rooms.take_changed() == {1: ["x", "y"], 2: ["x"]}
+    assert rooms.take_changed() == {}
+    rooms.join(a, "x", {"new": "meta"})
+    assert rooms.leave(2, "y") is False
+    assert rooms.take_changed() == {}  # neither changed a socket's rooms
+    rooms.leave(2, "x")
+    assert rooms.take_changed() == {2: []}
+    assert len(woken) == 5
+
+
 def test_joining_again_replaces_the_meta(loop):
     rooms = RoomTable()
     a, _ = make(loop, 1)

@@ -91,6 +91,11 @@ class Connection(models.Model):
     remote_addr = models.CharField(max_length=64, blank=True, default="")
     subprotocol = models.CharField(max_length=255, blank=True, default="")
     process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="connections")
+    #: The rooms the socket is in, as its process last wrote them (in the registry's batches,
+    #: a few milliseconds behind): the reaper hands them to the disconnect handler of a socket
+    #: whose process died. Nullable, so that processes of the previous version (which do not
+    #: know the column) can still register sockets during a rollout.
+    rooms = models.JSONField(default=list, blank=True, null=True)
 
     objects = ConnectionQuerySet.as_manager()
 

@@ -167,7 +167,9 @@ class RoomCounts(NamedTuple):
 class Handle(NamedTuple):
     """Run a group's handler in a worker (``HANDLER_MODE = "worker"``); answers True if it succeeded.
 
-    ``kind`` is "text", "binary" or "disconnect"; ``payload`` is None for "disconnect".
+    ``kind`` is "text", "binary" or "disconnect"; ``payload`` is None for "disconnect";
+    ``rooms`` are the rooms the registry recorded for a socket whose process died (what
+    ``ws.rooms()`` lists in its disconnect handler), None otherwise.
     """
 
     group: str
@@ -176,6 +178,7 @@ class Handle(NamedTuple):
     payload: str | bytes | None
     session_key: str | None
     token: int = 0
+    rooms: list[str] | None = None
 
 
 class Reply(NamedTuple):

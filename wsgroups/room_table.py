@@ -9,12 +9,16 @@ dies its memberships die with it — nothing else needs cleaning up.
 A :class:`RoomTable` changes only on the server's event loop. A socket stays in its
 rooms until :meth:`RoomTable.forget` (after its disconnect handler ran, so the handler
 still sees them); broadcasts, member lists and presence count only open sockets.
+
+So that the disconnect handlers the reaper runs after a crash still see a socket's rooms,
+the table notes which sockets' rooms changed; the runtime writes their room lists to the
+registry with its next batch (:meth:`RoomTable.take_changed`), never on a message's path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .outbox import LocalSocket
@@ -62,19 +66,31 @@ def user_room_name(user_or_pk: object) -> str:
 class RoomTable:
     """Memberships of this process's sockets: room → {socket ID: (socket, meta)}."""
 
-    __slots__ = ("by_room", "by_socket")
+    __slots__ = ("by_room", "by_socket", "changed", "on_change")
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         self.by_room: dict[str, dict[int, tuple[LocalSocket, Any]]] = {}
         #: socket ID → the names of the rooms it is in
         self.by_socket: dict[int, set[str]] = {}
+        #: IDs of the sockets whose rooms changed since :meth:`take_changed`
+        self.changed: set[int] = set()
+        #: Called when a socket's rooms change (the runtime wakes its registry writer).
+        self.on_change = on_change
+
+    def _changed(self, socket_id: int) -> None:
+        self.changed.add(socket_id)
+        if self.on_change is not None:
+            self.on_change()
 
     def join(self, sock: LocalSocket, room: str, meta: Any = None) -> bool:
         """Put ``sock`` in ``room`` (a member already gets the new ``meta``); False if it is not open."""
         if not sock.is_open:
             return False
         self.by_room.setdefault(room, {})[sock.id] = (sock, meta)
-        self.by_socket.setdefault(sock.id, set()).add(room)
+        rooms = self.by_socket.setdefault(sock.id, set())
+        if room not in rooms:
+            rooms.add(room)
+            self._changed(sock.id)
         return True
 
     def leave(self, socket_id: int, room: str) -> bool:
@@ -86,6 +102,7 @@ class RoomTable:
         if not rooms:
             del self.by_socket[socket_id]
         self._drop(room, socket_id)
+        self._changed(socket_id)
         return True
 
     def rooms_of(self, socket_id: int) -> list[str]:
@@ -94,8 +111,14 @@ class RoomTable:
 
     def forget(self, socket_id: int) -> None:
         """The socket ended and its disconnect handler ran: out of every room."""
+        self.changed.discard(socket_id)  # its registry row is closed: nothing more to record
         for room in self.by_socket.pop(socket_id, ()):
             self._drop(room, socket_id)
+
+    def take_changed(self) -> dict[int, list[str]]:
+        """``{socket ID: its rooms}`` of the sockets whose rooms changed since the last call."""
+        changed, self.changed = self.changed, set()
+        return {socket_id: self.rooms_of(socket_id) for socket_id in changed}
 
     def _drop(self, room: str, socket_id: int) -> None:
         members = self.by_room.get(room)

@@ -83,8 +83,9 @@ class Runtime:
         self.loop = loop
         self.stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.table = SocketTable(self.stats)
-        #: The rooms its sockets are in (only in memory: they end with the process).
-        self.rooms = RoomTable()
+        #: The rooms its sockets are in (in memory; the registry gets each socket's list in
+        #: its batches, for the disconnect handlers the reaper runs if this process dies).
+        self.rooms = RoomTable(on_change=self._rooms_changed)
         #: Sockets of this process that ended, by close code.
         self.closes: dict[int, int] = {}
         #: How long handler calls run here.
@@ -251,6 +252,10 @@ class Runtime:
             self._registry_closed.append(sock)
             self._registry_wakeup.set()
 
+    def _rooms_changed(self) -> None:
+        """A socket's rooms changed: write them with the next registry batch."""
+        self._registry_wakeup.set()
+
     # --- the registry ---------------------------------------------------------------------
 
     async def _registry_loop(self) -> None:
@@ -269,16 +274,19 @@ class Runtime:
     async def _write_registry(self) -> None:
         opened, self._registry_opened = self._registry_opened, []
         closed, self._registry_closed = self._registry_closed, []
-        if not opened and not closed:
+        rooms = self.rooms.take_changed()
+        if not opened and not closed and not rooms:
             return
         assert self.process_id is not None
         try:
-            await in_thread(cluster.write_registry)(self.process_id, opened, closed)
+            await in_thread(cluster.write_registry)(self.process_id, opened, closed, rooms)
         except asyncio.CancelledError:
             raise
         except Exception:
             # Serving beats recording: the sockets go ahead, but a crash could not be recovered.
-            logger.exception("wsgroups: writing the socket registry failed for %d sockets", len(opened) + len(closed))
+            logger.exception(
+                "wsgroups: writing the socket registry failed for %d sockets", len(opened) + len(closed) + len(rooms)
+            )
         finally:
             for sock in opened:
                 sock.release()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,7 +99,7 @@ class WebSocket:
     return value when the socket is gone.
     """
 
-    __slots__ = ("_group", "_id", "_session", "_session_key")
+    __slots__ = ("_group", "_id", "_recorded_rooms", "_session", "_session_key")
 
     current = _Current()
 
@@ -108,13 +108,23 @@ class WebSocket:
         self._session: SessionBase | None = None
         self._group: str | None = _UNSET
         self._session_key: str | None = _UNSET
+        self._recorded_rooms: list[str] | None = None
 
     @classmethod
-    def restore(cls, socket_id: int, group: str, session_key: str | None) -> WebSocket:
-        """A WebSocket whose group and session key are already known (a socket that ended)."""
+    def restore(
+        cls, socket_id: int, group: str, session_key: str | None, rooms: Sequence[str] | None = None
+    ) -> WebSocket:
+        """A WebSocket whose group and session key are already known (a socket that ended);
+        ``rooms``, for a socket whose process died, are what :meth:`rooms` lists."""
         ws = cls(socket_id)
         ws._group, ws._session_key = group, session_key
+        ws._recorded_rooms = None if rooms is None else sorted(rooms)
         return ws
+
+    def recorded_rooms(self) -> list[str] | None:
+        """The rooms the registry recorded for a socket whose process died (given to
+        :meth:`restore`), None for any other socket."""
+        return self._recorded_rooms
 
     @property
     def id(self) -> int:
@@ -300,13 +310,18 @@ class WebSocket:
         )
 
     def rooms(self) -> set[str]:
-        """The names of the rooms the socket is in (in its disconnect handler, still those it was in)."""
+        """The names of the rooms the socket is in (in its disconnect handler, still those it
+        was in — for a socket whose process died, as the registry last recorded them)."""
+        if self._recorded_rooms is not None:
+            return set(self._recorded_rooms)
         return set(
             self._on_holder(lambda runtime: runtime.rooms.rooms_of(self._id), ops.Rooms(self._id), "WebSocket.rooms()")
         )
 
     async def arooms(self) -> set[str]:
         """Async :meth:`rooms`."""
+        if self._recorded_rooms is not None:
+            return set(self._recorded_rooms)
         return set(await self._aon_holder(lambda runtime: runtime.rooms.rooms_of(self._id), ops.Rooms(self._id)))
 
     # --- attributes ---------------------------------------------------------------
