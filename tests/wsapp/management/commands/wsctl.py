@@ -182,7 +182,11 @@ def _registry_between(low: int, high: int, timeout: float = 10) -> dict[str, Any
 def _rooms(action: str, target: str, rest: list[str], options: dict[str, Any]) -> Any:
     """Room actions; ``target`` is a socket ID (join, leave, rooms), a user name (user-*) or a room."""
     if action == "room-join":
-        return WebSocket(int(target)).join(rest[0], meta=json.loads(rest[1]) if len(rest) > 1 else None)
+        # Several comma-separated IDs: {ID: joined} (the meta, if any, is given to each).
+        meta = json.loads(rest[1]) if len(rest) > 1 else None
+        if "," in target:
+            return {part: WebSocket(int(part)).join(rest[0], meta=meta) for part in target.split(",")}
+        return WebSocket(int(target)).join(rest[0], meta=meta)
     if action == "room-leave":
         return WebSocket(int(target)).leave(rest[0])
     if action == "room-rooms":
