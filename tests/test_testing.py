@@ -8,9 +8,9 @@ import sys
 from typing import TypeVar
 
 import pytest
-from django.test import TestCase, override_settings
+from django.test import AsyncClient, TestCase, override_settings
 
-from wsgroups import Group, WebSocket
+from wsgroups import Group, Room, WebSocket
 from wsgroups.runtime import current_runtime
 from wsgroups.testing import Refused, TestWebSocket, connect
 
@@ -171,6 +171,79 @@ async def test_the_runtime_leaves_when_the_last_socket_closes() -> None:
         assert current_runtime() is runtime
         await first.receive()
     assert current_runtime() is None
+
+
+async def _rooms_on_testing_sockets(events_path: str) -> None:
+    """Two testing sockets in a room: joined in the view and from the test, a broadcast with
+    an exclusion and its count, presence with meta, a leave, and the disconnect handler
+    still seeing the rooms."""
+    async with connect("/ws/rooms?join=lobby&meta=%7B%22nick%22%3A%22ann%22%7D") as ann:
+        hello = json.loads(await ann.receive())
+        assert hello["joined"] == {"lobby": True}
+        async with connect("/ws/rooms") as bob:
+            await bob.receive()
+            assert ann.id is not None and bob.id is not None
+            assert await WebSocket(bob.id).ajoin("lobby", meta={"nick": "bob"}) is True
+            await bob.send("join:side")  # from the socket's own handler
+            assert json.loads(await bob.receive()) == {"joined": True}
+            assert await WebSocket(bob.id).arooms() == {"lobby", "side"}
+            assert await Room("lobby").apresence() == {ann.id: {"nick": "ann"}, bob.id: {"nick": "bob"}}
+            assert sorted(ws.id for ws in await Room("lobby").asockets()) == sorted([ann.id, bob.id])
+            assert await Room("lobby").abroadcast("to everyone") == 2
+            assert await ann.receive() == "to everyone"
+            assert await bob.receive() == "to everyone"
+            assert await Room("lobby").abroadcast(b"\x01", exclude=[WebSocket(ann.id)]) == 1
+            assert await bob.receive() == b"\x01"
+            await ann.send("say:lobby:hi bob")
+            assert await bob.receive() == "hi bob"
+            assert json.loads(await ann.receive()) == {"said": 1}
+            assert await WebSocket(ann.id).aleave("lobby") is True
+            assert await Room("lobby").apresence() == {bob.id: {"nick": "bob"}}
+            with pytest.raises(AssertionError, match="within"):
+                await ann.receive(timeout=0.1)  # nothing else was queued for ann
+        assert await Room("lobby").apresence() == {}
+        assert await WebSocket(bob.id).ajoin("lobby") is False  # a closed socket cannot join
+    rows = [json.loads(line) for line in open(events_path).read().splitlines()]
+    gone = {row["id"]: row["rooms"] for row in rows if row["event"] == "disconnect"}
+    assert gone == {bob.id: ["lobby", "side"], ann.id: []}
+
+
+@in_process
+async def test_rooms_work_on_testing_sockets(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("WSGROUPS_TEST_EVENTS", str(tmp_path / "events"))
+    await _rooms_on_testing_sockets(str(tmp_path / "events"))
+
+
+@in_process
+async def test_a_testing_socket_of_a_logged_in_user_is_in_the_users_room() -> None:
+    from django.contrib.auth import get_user_model
+
+    user = await get_user_model().objects.acreate_user("roomtester", password="x")
+    client = AsyncClient()
+    await client.aforce_login(user)
+    async with connect("/ws/rooms", cookies={"sessionid": client.cookies["sessionid"].value}) as tab:
+        await tab.receive()
+        async with connect("/ws/rooms") as anonymous:
+            await anonymous.receive()
+            assert await Room.for_user(user).apresence() == {tab.id: None}
+            assert await Room.for_user(user.pk).abroadcast("for your tabs") == 1
+            assert await tab.receive() == "for your tabs"
+            with pytest.raises(AssertionError, match="within"):
+                await anonymous.receive(timeout=0.1)
+
+
+@in_process
+async def test_rooms_work_on_testing_sockets_without_a_channel_layer(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("WSGROUPS_TEST_EVENTS", str(tmp_path / "events"))
+    with override_settings(CHANNEL_LAYERS={}):
+        await _rooms_on_testing_sockets(str(tmp_path / "events"))
+
+
+@in_process
+async def test_rooms_work_on_testing_sockets_with_the_in_memory_layer(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("WSGROUPS_TEST_EVENTS", str(tmp_path / "events"))
+    with override_settings(CHANNEL_LAYERS=IN_MEMORY_LAYER):
+        await _rooms_on_testing_sockets(str(tmp_path / "events"))
 
 
 class InsideTestCase(TestCase):

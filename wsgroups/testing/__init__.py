@@ -4,7 +4,8 @@
 (``ASGI_APPLICATION``: its URLconf, middleware, views, consumers and handlers) on the
 test's event loop, with no server and no network, and gives a :class:`TestWebSocket` to
 talk to it. The socket lives in this process's wsgroups runtime, so ``WebSocket(ws.id)``,
-``Group`` and the registry work on it as on a served socket.
+``Group``, ``Room`` (joins, broadcasts, presence, users' rooms) and the registry work on it
+as on a served socket.
 
 The runtime joins the cluster when the first socket opens and leaves it when the last one
 has closed (each async test method runs on a loop of its own). Its threads write the
