@@ -8,7 +8,7 @@ import sys
 from typing import TypeVar
 
 import pytest
-from django.test import AsyncClient, TestCase, override_settings
+from django.test import TestCase, override_settings
 
 from wsgroups import Group, Room, WebSocket
 from wsgroups.runtime import current_runtime
@@ -219,9 +219,7 @@ async def test_a_testing_socket_of_a_logged_in_user_is_in_the_users_room() -> No
     from django.contrib.auth import get_user_model
 
     user = await get_user_model().objects.acreate_user("roomtester", password="x")
-    client = AsyncClient()
-    await client.aforce_login(user)
-    async with connect("/ws/rooms", cookies={"sessionid": client.cookies["sessionid"].value}) as tab:
+    async with connect("/ws/rooms", user=user) as tab:
         await tab.receive()
         async with connect("/ws/rooms") as anonymous:
             await anonymous.receive()
