@@ -227,8 +227,8 @@ def test_write_registry_records_rooms_with_new_rows_and_one_update_per_distinct_
     process = make_process()
     fresh, bare = Entry(make_id(8, 1)), Entry(make_id(8, 2))
     write_registry(process.pk, [fresh, bare], [], {fresh.id: ["lobby", "x"]})
-    assert Connection.objects.get(pk=fresh.id).rooms == ["lobby", "x"]
-    assert Connection.objects.get(pk=bare.id).rooms == []
+    assert Connection.objects.get(pk=fresh.id).recorded_rooms == ["lobby", "x"]
+    assert Connection.objects.get(pk=bare.id).recorded_rooms == []
     socks = [Entry(make_id(8, n)) for n in (3, 4, 5)]
     write_registry(process.pk, socks, [])
     gone = socks[2]
@@ -238,7 +238,7 @@ def test_write_registry_records_rooms_with_new_rows_and_one_update_per_distinct_
         write_registry(process.pk, [], [gone], changed)
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
     assert len(updates) == 3  # ["lobby"], [] and the close
-    rooms = dict(Connection.objects.values_list("pk", "rooms"))
+    rooms = dict(Connection.objects.values_list("pk", "recorded_rooms"))
     assert rooms[socks[0].id] == rooms[socks[1].id] == ["lobby"]
     assert rooms[fresh.id] == []
     assert rooms[gone.id] == []  # written closed in the same batch: its rooms stay as recorded

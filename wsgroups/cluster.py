@@ -146,7 +146,7 @@ def reap_dead_processes(reaper_id: int) -> list[ReapedSocket]:
             rows = list(
                 Connection.objects.live()
                 .filter(process_id=process_id)
-                .values_list("pk", "group", "session_key", "rooms")
+                .values_list("pk", "group", "session_key", "recorded_rooms")
             )
             code, reason = close_for(Closing.PROCESS_DIED)
             Connection.objects.filter(pk__in=[row[0] for row in rows]).update(
@@ -285,7 +285,7 @@ def write_registry(
                 remote_addr=sock.remote_addr,
                 subprotocol=sock.subprotocol or "",
                 process_id=process_id,
-                rooms=list(rooms.get(sock.id, ())),
+                recorded_rooms=list(rooms.get(sock.id, ())),
             )
             if sock.id in closed_ids:
                 row.state, row.closed_at = Connection.State.CLOSED, now
@@ -301,7 +301,7 @@ def write_registry(
         for names, ids in by_rooms.items():
             for start in range(0, len(ids), 500):
                 Connection.objects.filter(pk__in=ids[start : start + 500], state=Connection.State.OPEN).update(
-                    rooms=list(names)
+                    recorded_rooms=list(names)
                 )
         by_outcome: dict[tuple[int | None, str], list[int]] = {}
         for sock in closed:

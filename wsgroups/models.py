@@ -95,7 +95,7 @@ class Connection(models.Model):
     #: a few milliseconds behind): the reaper hands them to the disconnect handler of a socket
     #: whose process died. Nullable, so that processes of the previous version (which do not
     #: know the column) can still register sockets during a rollout.
-    rooms = models.JSONField(default=list, blank=True, null=True)
+    recorded_rooms = models.JSONField(default=list, blank=True, null=True)
 
     objects = ConnectionQuerySet.as_manager()
 

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name='connection',
-            name='rooms',
+            name='recorded_rooms',
             field=models.JSONField(blank=True, default=list, null=True),
         ),
     ]
