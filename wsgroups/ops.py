@@ -260,7 +260,10 @@ _BY_TAG: dict[str, type[Any]] = {tag: kind for kind, tag in _TAGS.items()}
 
 
 def encode(op: Op) -> list[Any]:
-    """``op`` as it travels: ``[tag, *fields]``."""
+    """``op`` as it travels: ``[tag, *fields]`` (a ``Handle`` without ``rooms`` leaves them
+    out, so that workers of the previous version still take it during a rollout)."""
+    if isinstance(op, Handle) and op.rooms is None:
+        return [_TAGS[Handle], *op[:-1]]
     return [_TAGS[type(op)], *op]
 
 
