@@ -4,7 +4,8 @@ rules for room names and members' metadata.
 A room is cluster-wide, but each process knows only the memberships of its own sockets,
 and keeps them here, in memory: a room operation from any process reaches every server
 process once and each answers for its part (see :mod:`wsgroups.room`). When a process
-dies its memberships die with it — nothing else needs cleaning up.
+dies its memberships die with it — nothing else needs cleaning up (the registry's copy
+below is read only by the reaper).
 
 A :class:`RoomTable` changes only on the server's event loop. A socket stays in its
 rooms until :meth:`RoomTable.forget` (after its disconnect handler ran, so the handler
