@@ -51,6 +51,7 @@ RATES = {
     ("broadcaster tick", "deliveries/s"),
     ("churn", "connections/s"),
     ("memory", "server RSS after (MiB)"),
+    ("memory", "opening them, connections/s"),
     ("ceiling", "deliveries/s"),
 }
 LOSSES = {

@@ -109,3 +109,24 @@ def test_str_header_parts_raise(name, value):
 def test_invalid_status_raises(status):
     with pytest.raises(ValueError, match="status"):
         serialize_response(status, [], None, b"")
+
+
+def test_autobahn_formats_its_connection_settings_only_when_a_log_line_uses_them():
+    from autobahn.websocket import protocol as autobahn_protocol
+
+    from wsgroups.servers import daphne
+
+    daphne.install()
+    formatted = []
+
+    class Setting:
+        def __repr__(self) -> str:
+            formatted.append(1)
+            return "<setting>"
+
+    value = autobahn_protocol.pformat([("openHandshakeTimeout", Setting())])
+    assert formatted == []  # what every connection pays while debug lines are not logged
+    assert f"{value}" == "[('openHandshakeTimeout', <setting>)]" and formatted == [1]
+    timings = autobahn_protocol.Timings()
+    timings.track("open")
+    assert str(timings).startswith("{'open': ")  # Timings' __str__ still returns a str

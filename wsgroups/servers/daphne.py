@@ -8,7 +8,9 @@ errors such as invalid UTF-8 by dropping TCP instead of closing with 1007; and i
 buffers without bound for a client that stops reading. This module subclasses daphne's
 protocol to fix exactly those points and leaves the rest of daphne alone: its request
 header sanitising, its handshake timeout and autobahn's frame and message size limits
-stay in force.
+stay in force. autobahn formats every new connection's 40 settings for a debug line
+(``pprint.pformat``, a tenth of the event loop's time when sockets churn) even when that
+line is not logged: :func:`install` makes that formatting happen only if it is.
 
 :func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
 process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pprint
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
@@ -313,11 +317,34 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     arm()
 
 
+class DeferredFormat:
+    """``pprint.pformat(value)``, computed only when a log line formats it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _timings_str(timings: Any) -> str:
+    return pprint.pformat(timings._timings)
+
+
 def install(on_start: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection and bound
     the time a connection may take to send its request head; run ``on_start`` on daphne's
     event loop as soon as it runs (daphne has no ASGI lifespan to say so)."""
     ws_protocol.WebSocketFactory.protocol = WebSocketProtocol
+    # Its debug lines are the only callers of pformat there but Timings' __str__, which
+    # must return a str: it gets pprint's own.
+    autobahn_protocol.pformat = DeferredFormat  # type: ignore[assignment,attr-defined]
+    autobahn_protocol.Timings.__str__ = _timings_str  # type: ignore[method-assign]
     _adapt_http_factory()
     if on_start is not None:
         from twisted.internet import reactor as twisted_reactor
