@@ -286,6 +286,23 @@ def test_run_on_loop_on_the_loop_runs_at_once(runtime):
     assert seen == ["ran", "after"]
 
 
+def test_run_on_loop_raises_in_the_caller_what_the_function_raised(runtime):
+    def func():
+        raise KeyError("on the loop")
+
+    def from_thread():
+        try:
+            runtime.run_on_loop(func)
+        except KeyError as exc:
+            return exc.args[0]
+        return "nothing raised"
+
+    async def body():
+        return await asyncio.to_thread(from_thread)
+
+    assert run(runtime, body()) == "on the loop"
+
+
 # --- cluster_transport ------------------------------------------------------------------
 
 
@@ -330,20 +347,3 @@ def test_new_socket_overflow_counts_outbox_overflows_and_logs(runtime, blocks, w
     assert sent == [{"type": "websocket.close", "code": 1013, "reason": "outgoing buffer full: client too slow"}]
     warnings = [r.getMessage() for r in wslog.records if r.levelno == logging.WARNING]
     assert f"WebSocket {sock.id}: outgoing buffer of 2 frames full; closing with 1013" in warnings
-
-
-def test_run_on_loop_raises_in_the_caller_what_the_function_raised(runtime):
-    def func():
-        raise KeyError("on the loop")
-
-    def from_thread():
-        try:
-            runtime.run_on_loop(func)
-        except KeyError as exc:
-            return exc.args[0]
-        return "nothing raised"
-
-    async def body():
-        return await asyncio.to_thread(from_thread)
-
-    assert run(runtime, body()) == "on the loop"
