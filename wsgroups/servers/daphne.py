@@ -19,6 +19,7 @@ process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne insta
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import pprint
 import time
@@ -47,6 +48,8 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     """daphne's WebSocket protocol with the handshake and close features ASGI promises."""
 
     _rejection: tuple[int, list[tuple[bytes, bytes]], str | None] | None = None
+    #: The factory whose settings are this class's attributes (daphne has one).
+    _settings_from: Any = None
     last_ping: float
     _rejection_body: list[bytes]
 
@@ -64,6 +67,7 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         # Answer a client's close with its own code and reason (RFC 6455 5.5.1); autobahn
         # otherwise answers 1000 whatever the client sent.
         self.factory.echoCloseCodeReason = True
+        share_settings(type(self), self.factory)
         super()._connectionMade()
         self.versions = [int(WEBSOCKET_VERSION)]  # autobahn also serves hybi-10 (version 8)
 
@@ -315,6 +319,20 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     channel.dataReceived = data_received_with_deadline
     channel.connectionLost = connection_lost_disarmed
     arm()
+
+
+def share_settings(cls: type[WebSocketProtocol], factory: Any) -> None:
+    """Make ``factory``'s settings attributes of the protocol class.
+
+    autobahn copies the factory's 40 settings onto every connection unless the protocol
+    already has them (1.8 kB per socket); as class attributes they cost nothing per socket.
+    """
+    if cls._settings_from is not factory:
+        for name in cls.CONFIG_ATTRS:
+            value = getattr(factory, name)
+            # A function (perMessageCompressionAccept) must not become a method.
+            setattr(cls, name, staticmethod(value) if inspect.isfunction(value) else value)
+        cls._settings_from = factory
 
 
 class DeferredFormat:
