@@ -10,7 +10,9 @@ protocol to fix exactly those points and leaves the rest of daphne alone: its re
 header sanitising, its handshake timeout and autobahn's frame and message size limits
 stay in force. autobahn formats every new connection's 40 settings for a debug line
 (``pprint.pformat``, a tenth of the event loop's time when sockets churn) even when that
-line is not logged: :func:`install` makes that formatting happen only if it is.
+line is not logged: :func:`install` makes that formatting happen only if it is. And it
+copies those settings onto each connection unless the protocol class has them, which
+:func:`share_settings` sees to (1.8 kB less per socket).
 
 :func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
 process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
