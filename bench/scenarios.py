@@ -228,7 +228,8 @@ async def churn(ctx: Context, target: str) -> list[Record]:
 
 
 async def memory(ctx: Context, target: str) -> list[Record]:
-    """Server RSS growth per idle connection: (RSS with N open - RSS before) / N."""
+    """Server RSS growth per idle connection: (RSS with N open - RSS before) / N; and how
+    fast the N opened (``--concurrency`` handshakes at a time)."""
     o = ctx.options
     async with fresh_servers(ctx, target) as servers:
         server, url, key = servers[0], ws_url(servers[0], PATHS[target]), ID_KEYS[target]
@@ -237,11 +238,12 @@ async def memory(ctx: Context, target: str) -> list[Record]:
         await wait_registered_empty(key, 30)
         await asyncio.sleep(1.0)
         before = server.rss_kib()
-        async with _connections(ctx, [url], o.memory_sockets):
+        async with _connections(ctx, [url], o.memory_sockets) as opened:
             await wait_registered(key, o.memory_sockets, o.timeout)
             await asyncio.sleep(2.0)
             after = server.rss_kib()
         values = {
+            "opening them, connections/s": opened.per_second,
             "RSS per idle connection (KiB)": (after - before) / o.memory_sockets,
             "server RSS before (MiB)": mib(before),
             "server RSS after (MiB)": mib(after),

@@ -59,6 +59,7 @@ RATES = {
     ("room broadcast", "deliveries/s"),
     ("group broadcast, same sockets", "deliveries/s"),
     ("room churn", "joins+leaves/s"),
+    ("memory", "opening them, connections/s"),
     ("ceiling", "deliveries/s"),
 }
 LOSSES = {

@@ -95,6 +95,32 @@ def test_new_socket_is_connecting_and_takes_no_frames():
     asyncio.run(main())
 
 
+def test_an_idle_socket_holds_no_queue_and_no_event():
+    """An empty deque is 600 bytes and an Event another deque: an open socket with nothing
+    queued holds neither (the queue comes back with the next frame)."""
+
+    async def main():
+        server = FakeServer()
+        sock = make_socket(server)
+        sock.accept(ACCEPT, held=True)
+        assert len(sock.outbox) == 1  # the 101 waits for the registry row
+        sock.release()
+        assert server.sent == [ACCEPT]
+        assert sock._outbox is None and sock._closed is None
+        server.blocked = True
+        sock.send(text(1))
+        sock.send(text(2))
+        assert len(sock.outbox) == 1  # m1 is being written, m2 waits
+        server.release()
+        await settle()
+        assert server.texts() == ["m1", "m2"] and sock._outbox is None
+        waiter = asyncio.ensure_future(sock.closed.wait())
+        sock.closed.set()
+        await waiter
+
+    asyncio.run(main())
+
+
 def test_frames_leave_in_order_without_waiting_for_the_loop():
     async def main():
         server = FakeServer()

@@ -318,6 +318,23 @@ def test_run_on_loop_on_the_loop_runs_at_once(runtime):
     assert seen == ["ran", "after"]
 
 
+def test_run_on_loop_raises_in_the_caller_what_the_function_raised(runtime):
+    def func():
+        raise KeyError("on the loop")
+
+    def from_thread():
+        try:
+            runtime.run_on_loop(func)
+        except KeyError as exc:
+            return exc.args[0]
+        return "nothing raised"
+
+    async def body():
+        return await asyncio.to_thread(from_thread)
+
+    assert run(runtime, body()) == "on the loop"
+
+
 # --- cluster_transport ------------------------------------------------------------------
 
 

@@ -203,6 +203,17 @@ class WebSocketApplication:
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, address: str, can_respond: bool
     ) -> None:
         """Let the project's view decide within HANDSHAKE_TIMEOUT, then serve the socket."""
+        # Decided in a coroutine of its own, so that nothing of the decision (the upgrade,
+        # the view's future, the response) stays in memory while the socket is served.
+        sock = await self.decide(runtime, scope, send, address, can_respond)
+        if sock is not None:
+            await self.serve(runtime, sock, receive)
+
+    async def decide(
+        self, runtime: Runtime, scope: Scope, send: Send, address: str, can_respond: bool
+    ) -> LocalSocket | None:
+        """Run the upgrade request through the project's view: the socket it accepted, or
+        None once the client got the view's rejection (or a 503 for a slow view)."""
         await join(runtime)
         sock = await runtime.new_socket(scope.get("path", ""), send, address)
         announce_socket_id(scope, sock.id)
@@ -225,12 +236,12 @@ class WebSocketApplication:
                 timeout,
             )
             await self.send_rejection(send, unavailable("The upgrade took too long."), None, can_respond)
-            return
+            return None
         response, body = await decision  # upgraded: the view may still be finishing its work
         if not upgrade.upgraded:
             runtime.stats["view_rejected"] += 1
             await self.send_rejection(send, response, body, can_respond)
-            return
+            return None
         if response is not HANDLED:
             logger.error(
                 "The view for %s called send_upgrade() but returned %r instead of HANDLED; closing WebSocket %s",
@@ -239,7 +250,7 @@ class WebSocketApplication:
                 sock.id,
             )
             sock.close(*close_for(Closing.UPGRADE_RESPONSE))
-        await self.serve(runtime, sock, receive)
+        return sock
 
     async def send_rejection(
         self, send: Send, response: HttpResponseBase, body: bytes | None, can_respond: bool

@@ -76,6 +76,15 @@ REFUSAL_LOG_INTERVAL = 10.0
 Duty = Callable[["Runtime"], Coroutine[Any, Any, None]]
 
 
+class _Raised:
+    """What :meth:`Runtime.run_on_loop` got when the function raised, to raise it in the caller."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class Runtime:
     """Sockets of this process, its ID blocks, handler threads and place in the cluster."""
 
@@ -234,11 +243,26 @@ class Runtime:
             running = None
         if running is self.loop:
             return func()
+        # One callback and one lock: this is on every upgrade's path (send_upgrade), where
+        # a task and two chained futures per call cost more than the call itself.
+        done = threading.Lock()
+        done.acquire()
+        outcome: list[Any] = []
 
-        async def run() -> T:
-            return func()
+        def call() -> None:
+            try:
+                outcome.append(func())
+            except BaseException as exc:
+                outcome.append(_Raised(exc))
+            finally:
+                done.release()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
+        self.loop.call_soon_threadsafe(call)
+        done.acquire()
+        result = outcome[0]
+        if isinstance(result, _Raised):
+            raise result.exc
+        return result  # type: ignore[no-any-return]
 
     def add(self, sock: LocalSocket) -> None:
         """Hold ``sock`` here and queue its registry row."""

@@ -8,7 +8,11 @@ errors such as invalid UTF-8 by dropping TCP instead of closing with 1007; and i
 buffers without bound for a client that stops reading. This module subclasses daphne's
 protocol to fix exactly those points and leaves the rest of daphne alone: its request
 header sanitising, its handshake timeout and autobahn's frame and message size limits
-stay in force.
+stay in force. autobahn formats every new connection's 40 settings for a debug line
+(``pprint.pformat``, a tenth of the event loop's time when sockets churn) even when that
+line is not logged: :func:`install` makes that formatting happen only if it is. And it
+copies those settings onto each connection unless the protocol class has them, which
+:func:`share_settings` sees to (1.8 kB less per socket).
 
 :func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
 process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
@@ -17,11 +21,14 @@ process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne insta
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import pprint
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
 from twisted.internet import tcp
@@ -43,6 +50,8 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     """daphne's WebSocket protocol with the handshake and close features ASGI promises."""
 
     _rejection: tuple[int, list[tuple[bytes, bytes]], str | None] | None = None
+    #: The factory whose settings are this class's attributes (daphne has one).
+    _settings_from: Any = None
     last_ping: float
     _rejection_body: list[bytes]
 
@@ -60,6 +69,7 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         # Answer a client's close with its own code and reason (RFC 6455 5.5.1); autobahn
         # otherwise answers 1000 whatever the client sent.
         self.factory.echoCloseCodeReason = True
+        share_settings(type(self), self.factory)
         super()._connectionMade()
         self.versions = [int(WEBSOCKET_VERSION)]  # autobahn also serves hybi-10 (version 8)
 
@@ -313,11 +323,48 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     arm()
 
 
+def share_settings(cls: type[WebSocketProtocol], factory: Any) -> None:
+    """Make ``factory``'s settings attributes of the protocol class.
+
+    autobahn copies the factory's 40 settings onto every connection unless the protocol
+    already has them (1.8 kB per socket); as class attributes they cost nothing per socket.
+    """
+    if cls._settings_from is not factory:
+        for name in cls.CONFIG_ATTRS:
+            value = getattr(factory, name)
+            # A function (perMessageCompressionAccept) must not become a method.
+            setattr(cls, name, staticmethod(value) if inspect.isfunction(value) else value)
+        cls._settings_from = factory
+
+
+class DeferredFormat:
+    """``pprint.pformat(value)``, computed only when a log line formats it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _timings_str(timings: Any) -> str:
+    return pprint.pformat(timings._timings)
+
+
 def install(on_start: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection and bound
     the time a connection may take to send its request head; run ``on_start`` on daphne's
     event loop as soon as it runs (daphne has no ASGI lifespan to say so)."""
     ws_protocol.WebSocketFactory.protocol = WebSocketProtocol
+    # Its debug lines are the only callers of pformat there but Timings' __str__, which
+    # must return a str: it gets pprint's own.
+    autobahn_protocol.pformat = DeferredFormat  # type: ignore[assignment,attr-defined]
+    autobahn_protocol.Timings.__str__ = _timings_str  # type: ignore[method-assign]
     _adapt_http_factory()
     if on_start is not None:
         from twisted.internet import reactor as twisted_reactor
