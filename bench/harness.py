@@ -72,6 +72,12 @@ class Options:
     churn_connections: int = 2000
     churn_concurrency: int = 50
     memory_sockets: int = 5000
+    room_sockets: int = 5000
+    room_servers: int = 2
+    room_messages: int = 10
+    room_rounds: int = 3
+    room_churn_sockets: int = 2000
+    room_churn_rounds: int = 5
     probe_sockets: int = 5
     probe_timeout: float = 5.0
     timeout: float = 300.0

@@ -19,15 +19,18 @@ shard their consumer does not read (see :func:`_bare_stranded`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import resource
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import ClientConnection
 
 from bench import client
+from bench.fanout import FANOUT_METRICS
+from bench.fanout import connections as _connections
+from bench.fanout import fanout_records as _fanout_records
+from bench.fanout import sender as _sender
 from bench.harness import (
     ID_KEYS,
     PATHS,
@@ -37,12 +40,12 @@ from bench.harness import (
     fresh_servers,
     mib,
     run_sender,
-    spread,
     wait_registered,
     wait_registered_empty,
     ws_url,
 )
-from bench.servers import ManagedProcess, run_command
+from bench.rooms import ROOM_BROADCAST, ROOM_CHURN, room_broadcast, room_churn
+from bench.servers import run_command
 from bench.soak import soak
 
 __all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "NOT_POSSIBLE", "SCENARIOS", "Scenario", "run_scenario"]
@@ -51,35 +54,6 @@ NOT_AVAILABLE = "not available yet"
 NOT_POSSIBLE = "not possible with shards"
 #: File descriptors the client keeps free for everything but its connections.
 FD_RESERVE = 500
-
-
-@contextlib.asynccontextmanager
-async def _connections(ctx: Context, urls: list[str], count: int) -> AsyncIterator[client.Opened]:
-    """Open ``count`` connections spread round-robin over ``urls`` (fail if any does not
-    open); close them when the block ends."""
-    shares = spread(count, len(urls))
-    parts = await asyncio.gather(
-        *(client.open_many(url, share, ctx.options.concurrency) for url, share in zip(urls, shares, strict=True))
-    )
-    opened = client.Opened(
-        [conn for part in parts for conn in part.connections],
-        sum(part.failures for part in parts),
-        max(part.seconds for part in parts),
-        next((part.first_error for part in parts if part.first_error), ""),
-    )
-    if opened.failures:
-        await client.close_all(opened.connections, ctx.options.concurrency)
-        raise RuntimeError(f"{opened.failures} of {count} connections failed: {opened.first_error}")
-    try:
-        yield opened
-    finally:
-        await client.close_all(opened.connections, ctx.options.concurrency)
-
-
-def _sender(ctx: Context, kind: str, messages: int) -> Awaitable[str]:
-    o = ctx.options
-    arguments = ["--messages", str(messages), "--size", str(o.size), "--timeout", str(o.timeout)]
-    return run_sender(ctx, kind, arguments, o.timeout)
 
 
 def _unavailable(scenario: str, target: str, metrics: list[str], why: str, status: str = NOT_AVAILABLE) -> list[Record]:
@@ -106,47 +80,6 @@ async def _bare_stranded(ctx: Context) -> str:
         "name to send, the part up to '!' to receive): their messages are never delivered and fill the "
         "channel until the sender gets ChannelFull for good"
     )
-
-
-FANOUT_METRICS = [
-    "deliveries/s",
-    "first-to-last delivery (s)",
-    "messages missing",
-    "connections missing messages",
-    "connections/s",
-    "server RSS (MiB)",
-    "sender time (s)",
-    "sender ChannelFull retries",
-]
-
-
-def _fanout_records(
-    scenario: str,
-    target: str,
-    delivery: client.Delivery,
-    opened: client.Opened,
-    servers: list[ManagedProcess],
-    note: str = "",
-) -> list[Record]:
-    span = delivery.span
-    rate = delivery.received / span if span > 0 else 0.0
-    result = delivery.trigger_result
-    sender = json.loads(result) if isinstance(result, str) and result.startswith("{") else {}
-    values = [
-        rate,
-        span,
-        delivery.missing,
-        delivery.connections_missing,
-        opened.per_second,
-        mib(sum(server.rss_kib() for server in servers)),
-        sender.get("seconds"),
-        sender.get("retries"),
-    ]
-    return [
-        Record(scenario, target, metric, float(value), note=note)
-        for metric, value in zip(FANOUT_METRICS, values, strict=True)
-        if value is not None
-    ]
 
 
 async def _probe(ctx: Context, url: str, key: str, kind: str) -> str:
@@ -295,7 +228,8 @@ async def churn(ctx: Context, target: str) -> list[Record]:
 
 
 async def memory(ctx: Context, target: str) -> list[Record]:
-    """Server RSS growth per idle connection: (RSS with N open - RSS before) / N."""
+    """Server RSS growth per idle connection: (RSS with N open - RSS before) / N; and how
+    fast the N opened (``--concurrency`` handshakes at a time)."""
     o = ctx.options
     async with fresh_servers(ctx, target) as servers:
         server, url, key = servers[0], ws_url(servers[0], PATHS[target]), ID_KEYS[target]
@@ -304,11 +238,12 @@ async def memory(ctx: Context, target: str) -> list[Record]:
         await wait_registered_empty(key, 30)
         await asyncio.sleep(1.0)
         before = server.rss_kib()
-        async with _connections(ctx, [url], o.memory_sockets):
+        async with _connections(ctx, [url], o.memory_sockets) as opened:
             await wait_registered(key, o.memory_sockets, o.timeout)
             await asyncio.sleep(2.0)
             after = server.rss_kib()
         values = {
+            "opening them, connections/s": opened.per_second,
             "RSS per idle connection (KiB)": (after - before) / o.memory_sockets,
             "server RSS before (MiB)": mib(before),
             "server RSS after (MiB)": mib(after),
@@ -347,6 +282,8 @@ SCENARIOS: dict[str, tuple[str, Scenario, tuple[str, ...]]] = {
     "tick": ("broadcaster tick", broadcaster_tick, ("wsgroups", "bare")),
     "churn": ("churn", churn, ("wsgroups", "bare")),
     "memory": ("memory", memory, ("wsgroups", "bare")),
+    "rooms": (ROOM_BROADCAST, room_broadcast, ("wsgroups", "bare")),
+    "room-churn": (ROOM_CHURN, room_churn, ("wsgroups", "bare")),
     "ceiling": ("ceiling", ceiling, ("raw",)),
     "soak": ("soak", soak, ("wsgroups", "bare")),
 }

@@ -13,6 +13,14 @@ Kinds:
 - ``wsgroups-ids``: M rounds of ``WebSocket(id).send(...)`` to every ID in
   :data:`bench.registry.WSGROUPS_KEY`;
 - ``wsgroups-subscribe``: a ``BroadcastSubscription`` row for every stored ID;
+- ``wsgroups-room``: ``Room("bench").broadcast(...)`` M times (the sockets joined it in
+  their upgrade view);
+- ``wsgroups-room-churn`` / ``bare-room-churn``: M rounds in which every stored socket
+  joins the room ``churn`` and then leaves it (``ws.ajoin`` / ``ws.aleave``, or
+  ``channel_layer.group_add`` / ``group_discard`` of every stored channel name), up to
+  :data:`CHURN_CONCURRENCY` at once; then every socket joins once more and one message
+  goes to the room (``Room.broadcast`` / ``group_send``). Adds ``joins``, ``leaves``,
+  ``refused`` (joins or leaves that returned False) and ``churn_seconds`` (the rounds);
 - ``soak-group``: for ``--duration`` seconds, one ``Group("bench").broadcast`` every
   ``--interval`` seconds, text ``g <seq>``;
 - ``soak-ids``: for ``--duration`` seconds, every ``--interval`` seconds a round of
@@ -36,13 +44,28 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.messages import GROUP, message, soak_message
 from bench.registry import BARE_KEY, WSGROUPS_KEY, sync_client
 
 SOAK_KINDS = ("soak-group", "soak-ids")
-KINDS = ("bare-group", "bare-ids", "bare-shards", "wsgroups-group", "wsgroups-ids", "wsgroups-subscribe", *SOAK_KINDS)
+KINDS = (
+    "bare-group",
+    "bare-ids",
+    "bare-shards",
+    "bare-room-churn",
+    "wsgroups-group",
+    "wsgroups-ids",
+    "wsgroups-subscribe",
+    "wsgroups-room",
+    "wsgroups-room-churn",
+    *SOAK_KINDS,
+)
+#: The room the churn kinds join and leave, and how many joins or leaves run at once.
+CHURN_ROOM = "churn"
+CHURN_CONCURRENCY = 50  # the bare side's redis-py pool holds 100 connections
 #: Redis counter of the messages the soak senders have had accepted so far.
 SOAK_SENT_KEY = "bench:soak:sent"
 
@@ -80,6 +103,21 @@ async def _bare_sends(layer: Any, kind: str, messages: int, size: int, deadline:
             layer.consistent_hash(name) != layer.consistent_hash(layer.non_local_name(name)) for name in names
         )
         return result
+    if kind == "bare-room-churn":
+        names = _stored(BARE_KEY)
+
+        async def bare_join(name: str) -> bool:
+            await layer.group_add(CHURN_ROOM, name)
+            return True
+
+        async def bare_leave(name: str) -> bool:
+            await layer.group_discard(CHURN_ROOM, name)
+            return True
+
+        result |= await _churn(names, messages, bare_join, bare_leave)
+        await layer.group_send(CHURN_ROOM, {"type": "bench.message", "text": message(0, size)})
+        result["sent"] = result["accepted"] = 1
+        return result
     if kind == "bare-group":
         for seq in range(messages):
             await layer.group_send(GROUP, {"type": "bench.message", "text": message(seq, size)})
@@ -107,14 +145,46 @@ async def _bare_sends(layer: Any, kind: str, messages: int, size: int, deadline:
     return result
 
 
+async def _churn(
+    targets: list[Any], rounds: int, join: Callable[[Any], Awaitable[bool]], leave: Callable[[Any], Awaitable[bool]]
+) -> dict[str, Any]:
+    """``rounds`` of join-all then leave-all, then join-all once more; counts and timing."""
+    counts = {"targets": len(targets), "joins": 0, "leaves": 0, "refused": 0}
+
+    async def each(act: Callable[[Any], Awaitable[bool]], name: str) -> None:
+        for start in range(0, len(targets), CHURN_CONCURRENCY):
+            done = await asyncio.gather(*(act(target) for target in targets[start : start + CHURN_CONCURRENCY]))
+            counts[name] += len(done)
+            counts["refused"] += done.count(False)
+
+    started = time.monotonic()
+    for _ in range(rounds):
+        await each(join, "joins")
+        await each(leave, "leaves")
+    churn_seconds = time.monotonic() - started
+    await each(join, "joins")
+    return {**counts, "churn_seconds": churn_seconds}
+
+
 def _wsgroups(kind: str, messages: int, size: int) -> dict[str, Any]:
-    from wsgroups import Group, WebSocket  # needs django.setup() (_setup) first
+    from wsgroups import Group, Room, WebSocket  # needs django.setup() (_setup) first
 
     result: dict[str, Any] = {"targets": 0, "sent": 0, "accepted": 0, "retries": 0}
-    if kind == "wsgroups-group":
+    if kind in ("wsgroups-group", "wsgroups-room"):
+        fanout = Group(GROUP) if kind == "wsgroups-group" else Room(GROUP)
         for seq in range(messages):
-            result["accepted"] += Group(GROUP).broadcast(message(seq, size))
+            result["accepted"] += fanout.broadcast(message(seq, size))
             result["sent"] += 1
+        return result
+    if kind == "wsgroups-room-churn":
+        churners = [WebSocket(int(member)) for member in _stored(WSGROUPS_KEY)]
+
+        async def churn() -> dict[str, Any]:
+            return await _churn(churners, messages, lambda ws: ws.ajoin(CHURN_ROOM), lambda ws: ws.aleave(CHURN_ROOM))
+
+        result |= asyncio.run(churn())
+        result["accepted"] = Room(CHURN_ROOM).broadcast(message(0, size))
+        result["sent"] = 1
         return result
     sockets = [WebSocket(int(member)) for member in _stored(WSGROUPS_KEY)]
     result["targets"] = len(sockets)

@@ -23,8 +23,13 @@ import pytest
 
 from .services import PostgresServer, RedisServer, free_port, postgres_service, redis_service
 
+pytest_plugins = ["wsgroups.testing.pytest"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_KINDS = ("daphne", "uvicorn")
+DEFAULT_APPLICATION = "project.asgi:application"
+#: The test project with Channels consumers beside the views (``channels=``).
+CHANNELS_APPLICATION = "tests.asgi:application"
 #: Debian's Chromium, which the browser tests drive through Playwright.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -128,10 +133,12 @@ class Server:
         return int(self.process.returncode)
 
 
-def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1") -> list[str]:
+def _command(
+    kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1", application: str = DEFAULT_APPLICATION
+) -> list[str]:
     bindir = Path(sys.executable).parent
     if kind == "daphne":
-        return [str(bindir / "daphne"), "-b", host, "-p", str(port), *extra_args, "project.asgi:application"]
+        return [str(bindir / "daphne"), "-b", host, "-p", str(port), *extra_args, application]
     if kind == "uvicorn":
         return [
             str(bindir / "uvicorn"),
@@ -141,7 +148,7 @@ def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1
             str(port),
             "--no-access-log",
             *extra_args,
-            "project.asgi:application",
+            application,
         ]
     if kind == "hypercorn":
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -162,8 +169,12 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
     host: str = "127.0.0.1",
+    application: str = DEFAULT_APPLICATION,
 ) -> Server:
     """Start a server process listening on ``host`` (a loopback address) and a free port.
+
+    ``application`` is the ASGI application (``module:name``) daphne and uvicorn serve;
+    runserver serves it too (as ``ASGI_APPLICATION``, through ``WSGROUPS_TEST_ASGI_APPLICATION``).
 
     A server on another address than 127.0.0.1 also accepts that address as its ``Host``
     (``WSGROUPS_TEST_EXTRA_HOSTS``, added to ``ALLOWED_HOSTS``), as a deployment would.
@@ -175,9 +186,11 @@ def start_server(
     full_env = {**env, **(extra_env or {}), "WSGROUPS_TEST_EVENTS": str(events_path)}
     if host != "127.0.0.1":
         full_env["WSGROUPS_TEST_EXTRA_HOSTS"] = host
+    if application != DEFAULT_APPLICATION:
+        full_env["WSGROUPS_TEST_ASGI_APPLICATION"] = application.replace(":", ".")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _command(kind, port, extra_args or [], host),
+            _command(kind, port, extra_args or [], host, application),
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_SENTINELS", "WSGROUPS_TEST_EMBEDDED_REDIS")):
     # The test process itself: use the tests' Redis, never the demo's embedded one.
@@ -11,7 +12,7 @@ if not any(os.environ.get(name) for name in ("REDIS_URL", "REDIS_SENTINELS", "WS
     os.environ["REDIS_URL"] = redis_service().url
 
 from project.settings import *  # noqa: F403
-from project.settings import ALLOWED_HOSTS, INSTALLED_APPS, WSGROUPS
+from project.settings import ALLOWED_HOSTS, DATABASES, INSTALLED_APPS, WSGROUPS
 
 
 def _optional_int(name: str, default: str) -> int | None:
@@ -20,6 +21,10 @@ def _optional_int(name: str, default: str) -> int | None:
 
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.wsapp"]
+if str(DATABASES["default"]["ENGINE"]).endswith("sqlite3"):
+    # wsgroups_live_server serves from another process, which cannot open an in-memory test database.
+    _test_db = os.path.join(tempfile.gettempdir(), f"wsgroups-tests-{os.getpid()}.sqlite3")
+    DATABASES["default"]["TEST"] = {"NAME": _test_db}
 # A server started on another loopback address answers to it (start_server(host=...)).
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, *(h for h in os.environ.get("WSGROUPS_TEST_EXTRA_HOSTS", "").split(",") if h)]
 ROOT_URLCONF = "tests.wsapp.urls"
@@ -46,6 +51,8 @@ WSGROUPS = {
     "PERMESSAGE_DEFLATE": os.environ.get("WSGROUPS_TEST_PERMESSAGE_DEFLATE", "") == "1",
 }
 LOGIN_URL = "/accounts/login/"
+if os.environ.get("WSGROUPS_TEST_ASGI_APPLICATION"):
+    ASGI_APPLICATION = os.environ["WSGROUPS_TEST_ASGI_APPLICATION"]
 if os.environ.get("WSGROUPS_TEST_IN_MEMORY_LAYER"):
     # A misconfiguration every process must refuse (wsgroups.E009).
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

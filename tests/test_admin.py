@@ -200,6 +200,83 @@ def test_summary_follows_its_own_links(admin_client: Client, registry: Registry)
     assert result_ids(admin_client.get(summary["processes"][0]["url"])) == [registry.echo.pk, registry.chat_a.pk]
 
 
+# --- rooms (asked of the live server processes) -----------------------------------------
+
+
+class FakeRoom:
+    """Stands in for Room in the admin: members by room name."""
+
+    members: dict[str, list[int]] = {}
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def sockets(self) -> list[Any]:
+        return [type("WS", (), {"id": socket_id})() for socket_id in self.members.get(self.name, [])]
+
+
+@pytest.fixture
+def rooms(monkeypatch: pytest.MonkeyPatch, registry: Registry) -> dict[str, list[int]]:
+    members = {"lobby": [registry.chat_a.pk, registry.echo.pk], "quiet": [registry.chat_a.pk]}
+    monkeypatch.setattr(FakeRoom, "members", members)
+    monkeypatch.setattr(wsadmin, "Room", FakeRoom)
+    monkeypatch.setattr(
+        "wsgroups.status.room_counts", lambda channels: {name: len(ids) for name, ids in sorted(members.items())}
+    )
+    return members
+
+
+def test_summary_and_filter_list_the_rooms(admin_client: Client, registry: Registry, rooms: Any) -> None:
+    response = admin_client.get(CHANGELIST)
+    summary = response.context["socket_summary"]
+    assert [(room["name"], room["count"]) for room in summary["rooms"]] == [("lobby", 2), ("quiet", 1)]
+    page = text(response)
+    filters = page[page.index('id="changelist-filter"') :]
+    assert "lobby (2)" in filters and "quiet (1)" in filters
+    assert result_ids(admin_client.get(summary["rooms"][0]["url"])) == [registry.echo.pk, registry.chat_a.pk]
+    assert result_ids(admin_client.get(CHANGELIST, {"room": "quiet"})) == [registry.chat_a.pk]
+    assert result_ids(admin_client.get(CHANGELIST, {"room": "nobody"})) == []
+
+
+def test_a_bad_room_name_in_the_filter_lists_nothing_and_says_why(
+    admin_client: Client, registry: Registry, rooms: Any
+) -> None:
+    response = admin_client.get(CHANGELIST, {"room": "x" * 201}, follow=True)
+    assert result_ids(response) == []
+    assert "Room filter: room is 201 characters long" in text(response)
+
+
+def test_summary_says_when_rooms_cannot_be_asked(admin_client: Client, registry: Registry, monkeypatch: Any) -> None:
+    def room_counts(channels: Any) -> dict[str, int]:
+        raise TransportError("the channel layer is unreachable")
+
+    monkeypatch.setattr("wsgroups.status.room_counts", room_counts)
+    response = admin_client.get(CHANGELIST)
+    assert "Rooms unknown: the channel layer is unreachable" in text(response)
+
+
+def test_a_socket_page_shows_its_rooms(admin_client: Client, registry: Registry, monkeypatch: Any) -> None:
+    Process.objects.filter(pk=registry.live.pk).update(channel_name="chan-web1")
+
+    class Socket:
+        def __init__(self, socket_id: int) -> None:
+            self.id = socket_id
+
+        def rooms(self) -> set[str]:
+            if self.id == registry.echo.pk:
+                raise TransportError("no answer")
+            return {"lobby", "quiet"} if self.id == registry.chat_a.pk else set()
+
+    monkeypatch.setattr(wsadmin, "WebSocket", Socket)
+    page = text(admin_client.get(f"{CHANGELIST}{registry.chat_a.pk}/change/"))
+    assert "Rooms:" in page and "lobby, quiet" in page
+    assert "unknown: no answer" in text(admin_client.get(f"{CHANGELIST}{registry.echo.pk}/change/"))
+    closed = text(admin_client.get(f"{CHANGELIST}{registry.closed.pk}/change/"))
+    assert "Rooms:" in closed
+    unreachable = text(admin_client.get(f"{CHANGELIST}{registry.chat_b.pk}/change/"))  # its process has no channel
+    assert "unknown: its process cannot be reached over the channel layer" in unreachable
+
+
 # --- read-only and access ----------------------------------------------------------------
 
 
@@ -438,3 +515,17 @@ def test_subscriptions_list_counts_and_search(admin_client: Client, db: None) ->
     assert "Messages broadcast" in text(response)
     found = admin_client.get("/admin/wsgroups/broadcastsubscription/", {"q": "4194306"})
     assert [row.websocket_id for row in found.context["cl"].result_list] == [4194306]
+
+
+def test_summary_and_filter_list_only_the_largest_rooms(
+    admin_client: Client, registry: Registry, monkeypatch: Any
+) -> None:
+    many = {f"room-{n:03d}": n for n in range(1, wsadmin.ROOMS_LISTED + 6)}
+    monkeypatch.setattr("wsgroups.status.room_counts", lambda channels: many)
+    response = admin_client.get(CHANGELIST)
+    listed = [room["name"] for room in response.context["socket_summary"]["rooms"]]
+    assert listed == [f"room-{n:03d}" for n in range(wsadmin.ROOMS_LISTED + 5, 5, -1)]
+    page = text(response)
+    assert f"The {wsadmin.ROOMS_LISTED} largest of {wsadmin.ROOMS_LISTED + 5} rooms" in page
+    filters = page[page.index('id="changelist-filter"') :]
+    assert "room-035 (35)" in filters and "room-005 (5)" not in filters

@@ -1,6 +1,7 @@
 """``WebSocketApplication`` driven in-process as an ASGI app: a queue for ``receive``, a list
 for ``send``, the test project's views and handlers, no channel layer (``CHANNEL_LAYERS={}``),
-and a fresh runtime for every test (process registration goes to the test database)."""
+and a fresh runtime for every test (process registration goes to the test database).
+A few go through the project's whole application with ``wsgroups.testing.connect``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from wsgroups.application import WebSocketApplication
 from wsgroups.handlers import handle
 from wsgroups.models import Connection, Process
 from wsgroups.runtime import Runtime
+from wsgroups.testing import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -246,15 +248,11 @@ def test_cross_origin_upgrade_is_a_plain_close_without_the_response_extension(ap
     assert run(scenario) == [{"type": "websocket.close"}]
 
 
-def test_origin_in_allowed_origins_is_upgraded(app):
-    async def scenario():
-        client = FakeClient(app, ws_scope("/ws/echo", origin="http://allowed.example"))
-        greeting = await client.connect()
-        client.disconnect()
-        await client.finished()
-        return greeting
-
-    assert run(scenario)["group"] == "echo"
+@pytest.mark.asyncio
+async def test_origin_in_allowed_origins_is_upgraded():
+    # Through the project's whole application, in-process (wsgroups.testing).
+    async with connect("/ws/echo", headers={"Origin": "http://allowed.example"}) as ws:
+        assert json.loads(await ws.receive(timeout=WAIT))["group"] == "echo"
 
 
 def test_view_rejection_is_sent_as_the_views_response(app):
@@ -329,22 +327,16 @@ def test_session_cookie_goes_on_the_accept_and_the_socket_is_registered(app):
     assert row.state == Connection.State.CLOSED and row.close_code == 1000
 
 
-def test_text_frames_reach_the_handler_and_replies_come_back_in_order(app, events):
-    async def scenario():
-        client = FakeClient(app, ws_scope("/ws/echo"))
-        greeting = await client.connect()
+@pytest.mark.asyncio
+async def test_text_frames_reach_the_handler_and_replies_come_back_in_order(events):
+    async with connect("/ws/echo") as ws:
+        greeting = json.loads(await ws.receive(timeout=WAIT))
         for i in range(20):
-            client.frame(f"message {i}")
-        client.frame(data=b"\x00\xff")
-        await client.wait_for(lambda sent: any(m.get("bytes") == b"\x00\xff" for m in sent))
-        client.disconnect(1000)
-        await client.finished()
-        return client.sent, greeting
-
-    sent, greeting = run(scenario)
-    assert texts(sent)[1:] == [f"message {i}" for i in range(20)]
-    assert sent[-1] == {"type": "websocket.send", "bytes": b"\x00\xff"}
-    assert not any(m["type"] == "websocket.close" for m in sent)
+            await ws.send(f"message {i}")
+        await ws.send(b"\x00\xff")
+        replies = [await ws.receive(timeout=WAIT) for _ in range(21)]
+    assert replies == [*(f"message {i}" for i in range(20)), b"\x00\xff"]
+    assert ws.close_code == 1000
     assert [row["id"] for row in events("disconnect")] == [greeting["id"]]
 
 

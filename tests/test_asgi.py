@@ -86,3 +86,22 @@ def test_lifespan_startup_and_shutdown_are_answered_by_the_router(monkeypatch):
     asyncio.run(ProtocolRouter(http, websocket)({"type": "lifespan"}, receive, send))
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
     assert http.scopes == [] and websocket.scopes == []
+
+
+@pytest.mark.django_db  # building the application checks the migrations
+def test_get_asgi_application_hands_the_channels_application_to_the_websocket_side() -> None:
+    from wsgroups.application import WebSocketApplication
+    from wsgroups.asgi import get_asgi_application
+
+    consumers = Recorder()
+    router = get_asgi_application(channels=consumers)
+    assert isinstance(router.websocket, WebSocketApplication)
+    assert router.websocket.channels is consumers
+    assert get_asgi_application().websocket.channels is None  # type: ignore[attr-defined]
+
+
+def test_get_asgi_application_refuses_a_channels_argument_that_is_not_an_application() -> None:
+    from wsgroups.asgi import get_asgi_application
+
+    with pytest.raises(ValueError, match="channels must be an ASGI application"):
+        get_asgi_application(channels="chat.routing.websocket_urlpatterns")  # type: ignore[arg-type]

@@ -30,6 +30,11 @@ SIZES = {
     "--ticks": 2,
     "--churn-connections": 100,
     "--memory-sockets": 200,
+    "--room-sockets": 200,
+    "--room-messages": 3,
+    "--room-rounds": 2,
+    "--room-churn-sockets": 100,
+    "--room-churn-rounds": 2,
     "--probe-timeout": 3,
     "--idle": 2,
     "--timeout": 40,
@@ -51,6 +56,10 @@ RATES = {
     ("broadcaster tick", "deliveries/s"),
     ("churn", "connections/s"),
     ("memory", "server RSS after (MiB)"),
+    ("room broadcast", "deliveries/s"),
+    ("group broadcast, same sockets", "deliveries/s"),
+    ("room churn", "joins+leaves/s"),
+    ("memory", "opening them, connections/s"),
     ("ceiling", "deliveries/s"),
 }
 LOSSES = {
@@ -65,7 +74,7 @@ LOSSES = {
     "unexpected closes",
 }
 #: Scenarios whose wsgroups side needs cross-process sending (they must be measured).
-CROSS_PROCESS = {"group broadcast", "send by ID", "broadcaster tick", "soak"}
+CROSS_PROCESS = {"group broadcast", "send by ID", "broadcaster tick", "soak", "room broadcast", "room churn"}
 #: Rows that are not measured on purpose (the reason is in their note).
 NOT_MEASURED = {("soak", "bare")}
 

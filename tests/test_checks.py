@@ -66,12 +66,26 @@ def test_e002_alias_named_by_wsgroups_missing():
         assert ids(check_wiring()) == ["wsgroups.E002"]
 
 
-def test_e009_in_memory_layer_cannot_link_processes():
+@pytest.fixture
+def outside_test_run(monkeypatch):
+    """As in a server process: Django's test environment (its mail outbox) is not set up."""
+    from django.core import mail
+
+    monkeypatch.delattr(mail, "outbox", raising=False)
+
+
+def test_e009_in_memory_layer_cannot_link_processes(outside_test_run):
     layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     with override_settings(CHANNEL_LAYERS=layers):
         messages = check_wiring()
     assert ids(messages) == ["wsgroups.E009"]
     assert "in memory" in messages[0].msg
+
+
+def test_no_e009_in_a_test_run_where_sockets_stay_in_process():
+    layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        assert check_wiring() == []
 
 
 def test_no_e009_for_an_in_memory_layer_wsgroups_does_not_use():
@@ -338,7 +352,7 @@ async def plain_application(scope, receive, send):
 # --- the same checks when the ASGI application is built --------------------------------
 
 
-def test_get_asgi_application_refuses_a_configuration_with_errors():
+def test_get_asgi_application_refuses_a_configuration_with_errors(outside_test_run):
     layers = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     with override_settings(CHANNEL_LAYERS=layers, WSGROUPS={"MESSAGE_RATE": -1}):
         with pytest.raises(ImproperlyConfigured) as caught:

@@ -124,36 +124,75 @@ def deflate_offer(params: dict[str, list[object]]) -> object:
     ("params", "window"),
     [({}, 12), ({"server_max_window_bits": ["10"]}, 10), ({"server_max_window_bits": ["15"]}, 12)],
 )
-def test_accept_deflate_bounds_the_servers_window_and_the_inflated_message(settings, params, window):
-    from wsgroups.servers.daphne import DEFLATE_MEM_LEVEL, accept_deflate
+def test_offer_accepted_with_a_bounded_server_window_and_inflated_message(settings, params, window):
+    from wsgroups.servers.daphne import DEFLATE_MEM_LEVEL, answer_offers
 
-    settings.WSGROUPS = {**settings.WSGROUPS, "MAX_MESSAGE_SIZE": 5000}
-    accept = accept_deflate([deflate_offer(params)])
+    settings.WSGROUPS = {**settings.WSGROUPS, "MAX_MESSAGE_SIZE": 5000, "PERMESSAGE_DEFLATE": True}
+    accept = answer_offers([deflate_offer(params)])
     assert accept is not None
     assert (accept.window_bits, accept.mem_level, accept.max_message_size) == (window, DEFLATE_MEM_LEVEL, 5000)
     assert accept.request_max_window_bits == 0  # the client's window is its own choice
     assert accept.get_extension_string().startswith("permessage-deflate")
 
 
-def test_accept_deflate_takes_only_permessage_deflate_offers():
-    from wsgroups.servers.daphne import accept_deflate
+def test_only_permessage_deflate_offers_are_accepted(settings):
+    from wsgroups.servers.daphne import answer_offers
 
-    assert accept_deflate([]) is None
-    assert accept_deflate([object()]) is None
+    settings.WSGROUPS = {**settings.WSGROUPS, "PERMESSAGE_DEFLATE": True}
+    assert answer_offers([]) is None
+    assert answer_offers([object()]) is None
 
 
 @pytest.mark.parametrize(("setting", "accepts"), [(True, True), (False, False)])
-def test_protocol_answers_offers_as_set(settings, setting, accepts):
-    from daphne.ws_protocol import WebSocketFactory
-
-    from wsgroups.servers.daphne import WebSocketProtocol
+def test_offers_are_answered_as_set(settings, setting, accepts):
+    from wsgroups.servers.daphne import answer_offers
 
     settings.WSGROUPS = {**settings.WSGROUPS, "PERMESSAGE_DEFLATE": setting}
-    protocol = WebSocketProtocol()
-    protocol.factory = WebSocketFactory(server_class=None)
-    protocol.transport = None
-    try:
-        protocol._connectionMade()
-    except AttributeError:
-        pass  # autobahn's own set-up needs a transport past the options
-    assert (protocol.perMessageCompressionAccept([deflate_offer({})]) is not None) is accepts
+    assert (answer_offers([deflate_offer({})]) is not None) is accepts
+
+
+def test_autobahn_formats_its_connection_settings_only_when_a_log_line_uses_them():
+    from autobahn.websocket import protocol as autobahn_protocol
+
+    from wsgroups.servers import daphne
+
+    daphne.install()
+    formatted = []
+
+    class Setting:
+        def __repr__(self) -> str:
+            formatted.append(1)
+            return "<setting>"
+
+    value = autobahn_protocol.pformat([("openHandshakeTimeout", Setting())])
+    assert formatted == []  # what every connection pays while debug lines are not logged
+    assert f"{value}" == "[('openHandshakeTimeout', <setting>)]" and formatted == [1]
+    timings = autobahn_protocol.Timings()
+    timings.track("open")
+    assert str(timings).startswith("{'open': ")  # Timings' __str__ still returns a str
+
+
+def test_autobahn_settings_are_class_attributes_not_copied_onto_each_connection():
+    from types import SimpleNamespace
+
+    from wsgroups.servers.daphne import WebSocketProtocol, share_settings
+
+    class Protocol(WebSocketProtocol):
+        pass
+
+    def accept(offers: list[str]) -> str:
+        return f"accepted {offers}"
+
+    factory = SimpleNamespace(**{name: f"{name}-value" for name in Protocol.CONFIG_ATTRS})
+    factory.perMessageCompressionAccept = accept
+    share_settings(Protocol, factory)
+    assert Protocol.openHandshakeTimeout == "openHandshakeTimeout-value"
+    connection = Protocol()
+    assert connection.perMessageCompressionAccept(["x"]) == "accepted ['x']"  # not a method
+    for name in Protocol.CONFIG_ATTRS:  # what autobahn's _connectionMade does per connection
+        if not hasattr(connection, name):
+            setattr(connection, name, getattr(factory, name))
+    assert not set(Protocol.CONFIG_ATTRS) & set(vars(connection))
+    other = SimpleNamespace(**{name: "other" for name in Protocol.CONFIG_ATTRS})
+    share_settings(Protocol, other)  # another factory: its settings
+    assert Protocol.openHandshakeTimeout == "other"

@@ -379,6 +379,33 @@ def test_handle_for_server_replies_false_when_the_handler_raises(runtime, regist
     assert any(r.levelno == logging.ERROR for r in wslog.records)
 
 
+@override_settings(WSGROUPS={"HANDLER_MODE": "worker"})
+def test_a_reaped_sockets_recorded_rooms_travel_to_the_worker_and_its_handler_lists_them(runtime, registry):
+    transport = runtime.transport = FakeTransport(runtime.loop)
+    seen = []
+
+    @registry.websocket_disconnect("room")
+    def on_disconnect(ws):
+        seen.append(ws.rooms())
+
+    async def body():
+        task = asyncio.ensure_future(run_disconnect(runtime, SOCKET_ID, "room", None, ["b", "a"]))
+        while not transport.queued:
+            await asyncio.sleep(0)
+        (token,) = transport.futures
+        transport.futures[token].set_result(True)
+        await task
+        return token
+
+    token = run(runtime, body())
+    [(channel, op)] = transport.queued
+    assert (channel, op) == (WORKER_CHANNEL, ops.Handle("room", "disconnect", SOCKET_ID, None, None, token, ["a", "b"]))
+    transport.queued.clear()
+    # In the worker: no process holds the socket any more, yet ws.rooms() lists its rooms.
+    run(runtime, handle_for_server(runtime, ops.decode(ops.encode(op)), "srv"))
+    assert seen == [{"a", "b"}]
+
+
 def test_handle_for_server_without_disconnect_handler_replies_true(runtime, registry):
     seen = []
 

@@ -4,6 +4,7 @@ pseudo-terminal, as when a newcomer runs ``./dev.sh demo``."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import pty
 import re
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -292,6 +295,26 @@ def test_two_tabs_on_two_servers_chat_across_processes(demo: Demo, browser: obje
     alice_page.wait_for_function("!document.getElementById('online').textContent.includes('bob')")
 
 
+def test_notify_reaches_every_tab_of_the_logged_in_user_on_both_servers(demo: Demo, browser: object) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    first, second = context.new_page(), context.new_page()
+    _admin_log_in(first, demo.url(0), demo.password())  # the session cookie is the host's, on both ports
+    _join(first, demo.url(0), "dee", "notices")
+    _join(second, demo.url(1), "dee-too", "elsewhere")
+    stranger = browser.new_context().new_page()  # type: ignore[attr-defined]
+    _join(stranger, demo.url(1), "stranger", "notices")
+    assert stranger.locator("#notify").count() == 0  # only for a logged-in user
+
+    first.click("#notify")
+    for page in (first, second):
+        _wait_text(page, "#log", "A notice for demo.")
+    stranger.fill("#text", "after the notice")
+    stranger.click("#send")
+    _wait_text(first, "#log", "after the notice")
+    assert "A notice" not in stranger.text_content("#log")
+    context.close()
+
+
 def test_the_page_has_its_own_icon_and_no_request_fails(demo: Demo, browser: object) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     failed: list[tuple[int, str]] = []
@@ -426,6 +449,30 @@ def test_the_page_reconnects_with_backoff_and_says_so(demo: Demo, browser: objec
     page.wait_for_function(f"document.getElementById('my-id').textContent !== '{first}'", timeout=15_000)
     _wait_text(page, "#status", "connected to")
     page.close()
+
+
+def test_the_banner_says_where_staff_scrape_the_metrics(demo: Demo) -> None:
+    found = re.search(r"metrics\s+(http://127\.0\.0\.1:(\d+)/metrics)\s.*staff only", demo.output)
+    assert found, demo.output
+    url, base = found.group(1), demo.url(0).rstrip("/")
+    assert int(found.group(2)) == demo.ports[0]
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    # Anonymous visitors are sent to the admin's login.
+    with opener.open(url, timeout=30) as response:
+        assert "/admin/login/" in response.url
+        page = response.read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token, page
+    form = {"csrfmiddlewaretoken": token.group(1), "username": "demo", "password": demo.password(), "next": "/metrics"}
+    request = urllib.request.Request(f"{base}/admin/login/?next=/metrics", data=urllib.parse.urlencode(form).encode())
+    with opener.open(request, timeout=30) as response:
+        assert response.url == url
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        body = response.read().decode()
+    for name in ("wsgroups_processes_live", "wsgroups_sockets_open", "wsgroups_messages_received_total"):
+        assert f"# TYPE {name} " in body, body
+    assert re.search(r'^wsgroups_processes_live\{kind="broadcaster"\} 1\.0$', body, re.MULTILINE), body
 
 
 def test_ctrl_c_stops_every_demo_process_and_the_console_stayed_calm(demo: Demo) -> None:

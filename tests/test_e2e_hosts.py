@@ -9,6 +9,9 @@ their own addresses. The two servers read their channels from different shards (
 is restarted until it does), so that what one sends the other goes through the other
 Redis.
 
+Rooms span the hosts too: joined from a separate process, with presence, counts and
+broadcasts across both servers, and a killed server's members taken out of them.
+
 Every message is counted: texts are unique, and each socket must get exactly the frames
 meant for it — none lost, none duplicated (a short quiet period after the expected frames
 catches late duplicates).
@@ -439,6 +442,125 @@ def test_kill_9_of_a_server_reaps_its_sockets_once_on_another_host(hosts: Hosts,
             await client.ws.send(f"still here {client.id}")
         replies = await asyncio.gather(*(_read(c.ws, 1) for c in kept))
         assert replies == [[f"still here {c.id}"] for c in kept]
+        await _close_all(kept)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        victim.stop(signal.SIGKILL, timeout=5)
+
+
+async def _ask(client: Client, command: str) -> Any:
+    """The JSON answer of the test app's ``rooms`` handler to ``command``."""
+    await client.ws.send(command)
+    return json.loads(await asyncio.wait_for(client.ws.recv(), FRAME_TIMEOUT))
+
+
+def test_rooms_span_both_hosts_joined_from_the_shell_with_counts_and_presence(hosts: Hosts) -> None:
+    room = "hosts-room"
+
+    async def scenario() -> list[str]:
+        by_server = [await _open_many(server, "rooms", PER_SERVER) for server in hosts.servers]
+        clients = [c for side in by_server for c in side]
+        problems = []
+        # Joined from a separate process, each server's sockets with their host as meta.
+        for server, side in zip(hosts.servers, by_server, strict=True):
+            ids = ",".join(str(c.id) for c in side)
+            joined = await hosts.actl("room-join", ids, room, json.dumps({"host": server.kind}))
+            if joined != {str(c.id): True for c in side}:
+                problems.append(f"joins from the shell on {server.kind}: {joined}")
+        presence = {str(c.id): {"host": c.server.kind} for c in clients}
+        # Presence seen from each host covers the other host's members, with their meta.
+        for side in by_server:
+            seen = await _ask(side[0], f"presence:{room}")
+            if seen != {"presence": presence}:
+                problems.append(f"presence seen from {side[0].server.kind}: {seen}")
+        if await hosts.actl("room-presence", room) != presence:
+            problems.append("presence seen from the shell differs")
+
+        # Room broadcasts: from the shell (numbered, one member on each host excluded) and
+        # from a handler on each host (to the others); every count spans both hosts.
+        excluded = {by_server[0][1].id, by_server[1][1].id}
+        exclude = [arg for socket_id in sorted(excluded) for arg in ("--exclude", str(socket_id))]
+        counts = await hosts.actl("room-broadcast", room, "shell-{i}", "--count", "5", *exclude)
+        if counts != [len(clients) - len(excluded)] * 5:
+            problems.append(f"room broadcasts from the shell reached {counts}, expected {len(clients) - 2} each")
+        senders = [side[0] for side in by_server]
+        for sender in senders:
+            await sender.ws.send(f"say:{room}:from-{sender.server.kind}")
+        expected = {}
+        for c in clients:
+            wanted = [] if c.id in excluded else [f"shell-{i}" for i in range(5)]
+            wanted += [f"from-{s.server.kind}" for s in senders if s is not c]
+            wanted += [json.dumps({"said": len(clients) - 1})] if c in senders else []
+            expected[c.id] = wanted
+        readers = [asyncio.create_task(_read(c.ws, len(expected[c.id]))) for c in clients]
+        received = dict(zip((c.id for c in clients), await asyncio.gather(*readers), strict=True))
+        for c in clients:
+            shell_order = [frame for frame in received[c.id] if frame.startswith("shell-")]
+            if shell_order != sorted(shell_order):
+                problems.append(f"socket {c.id}: the shell's room broadcasts out of order {shell_order}")
+        problems += _tally(expected, received)
+
+        # A leave from the shell takes one member out everywhere.
+        leaver = by_server[1][-1]
+        if await hosts.actl("room-leave", str(leaver.id), room) is not True:
+            problems.append("the leave from the shell failed")
+        if leaver.id in await hosts.actl("room-sockets", room) or (await _ask(leaver, "rooms")) != {"rooms": []}:
+            problems.append("the socket that left is still a member")
+        seen = await _ask(by_server[0][0], f"say:{room}:after-leave")
+        if seen != {"said": len(clients) - 2}:
+            problems.append(f"broadcast after the leave reached {seen}, expected {len(clients) - 2}")
+        late = await asyncio.gather(*(_read(c.ws, 0 if c in (leaver, by_server[0][0]) else 1) for c in clients))
+        problems += _tally(
+            {c.id: [] if c in (leaver, by_server[0][0]) else ["after-leave"] for c in clients},
+            dict(zip((c.id for c in clients), late, strict=True)),
+        )
+        await _close_all(clients)
+        return problems
+
+    problems = asyncio.run(scenario())
+    assert not problems, "\n".join(problems)
+
+
+def test_kill_9_of_a_server_empties_its_sockets_from_the_room_and_its_reaper_lists_their_rooms(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    room = "hosts-crash"
+    victim = start_server("uvicorn", hosts.env, tmp_path, host=VICTIM_HOST)
+    bound = PROCESS_TIMEOUT + HEARTBEAT_INTERVAL + SLACK
+
+    async def scenario() -> None:
+        doomed = await _open_many(victim, "rooms", 4)
+        kept = [c for server in hosts.servers for c in await _open_many(server, "rooms", 2)]
+        everyone = doomed + kept
+        joined = await hosts.actl("room-join", ",".join(str(c.id) for c in everyone), room)
+        assert joined == {str(c.id): True for c in everyone}
+        assert await _ask(doomed[0], "join:second") == {"joined": True}  # from a handler on the victim
+        assert sorted(await hosts.actl("room-sockets", room)) == sorted(c.id for c in everyone)
+        await asyncio.sleep(0.5)  # the registry records rooms a few milliseconds behind
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        victim.process.wait(10)
+
+        doomed_ids = {c.id for c in doomed}
+        seen = await _wait_for_disconnects(list(hosts.servers), doomed_ids, bound + 20)
+        assert set(seen) == doomed_ids, f"disconnect handlers ran for {sorted(seen)} of {sorted(doomed_ids)}"
+        assert time.monotonic() - killed_at <= bound + 20
+        # The handler the reaper ran on another host listed the rooms each socket was in.
+        rooms = {
+            row["id"]: row["rooms"]
+            for server in hosts.servers
+            for row in server.events("disconnect")
+            if row["id"] in doomed_ids
+        }
+        assert rooms == {c.id: ["hosts-crash", "second"] if c is doomed[0] else ["hosts-crash"] for c in doomed}
+
+        assert await hosts.actl("room-presence", room) == {str(c.id): None for c in sorted(kept, key=lambda c: c.id)}
+        assert await hosts.actl("room-sockets", "second") == []
+        assert await hosts.actl("room-broadcast", room, "after the crash") == len(kept)
+        received = await asyncio.gather(*(_read(c.ws, 1) for c in kept))
+        assert received == [["after the crash"]] * len(kept)
         await _close_all(kept)
 
     try:

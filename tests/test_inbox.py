@@ -195,3 +195,45 @@ def test_an_op_that_cannot_be_applied_is_logged(runtime, wslog, sockets):
     errors = [r for r in wslog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert "cannot apply" in errors[0].getMessage()
+
+
+def test_room_ops_join_leave_and_answer_from_the_room_table(runtime, wire, sockets):
+    sockets[C].close(1000, "")
+    answers = apply(
+        runtime,
+        [
+            ops.Join(A, "x", {"nick": "a"}, 41),
+            ops.Join(B, "x", None, 42),
+            ops.Join(C, "x", None, 43),  # closing: cannot join
+            ops.Join(UNKNOWN, "x", None, 44),
+            ops.Join(A, "y", None, 45),
+            ops.Rooms(A, 46),
+            ops.RoomPresence("x", 47),
+            ops.RoomBroadcast("x", "hi", [B], 48),
+            ops.Leave(B, "x", 49),
+            ops.Leave(B, "x", 50),
+            ops.RoomMembers("x", 51),
+            ops.RoomCounts(52),
+            ops.RoomClose("y", 4010, "room closed", 53),
+        ],
+    )
+    assert answers == [
+        [41, True],
+        [42, True],
+        [43, False],
+        [44, False],
+        [45, True],
+        [46, ["x", "y"]],
+        [47, [[A, {"nick": "a"}], [B, None]]],
+        [48, 1],
+        [49, True],
+        [50, False],
+        [51, [A]],
+        [52, [["x", 1], ["y", 1]]],
+        [53, 1],
+    ]
+    assert wire.after_accept(A) == [
+        {"type": "websocket.send", "text": "hi"},
+        {"type": "websocket.close", "code": 4010, "reason": "room closed"},
+    ]
+    assert wire.after_accept(B) == []

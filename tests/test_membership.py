@@ -13,10 +13,12 @@ from django.test import override_settings
 
 from wsgroups import dispatch as dispatch_module
 from wsgroups import membership
+from wsgroups.cluster import ReapedSocket
 from wsgroups.handlers import HandlerRegistry
 from wsgroups.ids import make_id
 from wsgroups.inbox import Inbox
 from wsgroups.membership import heartbeat_loop, join
+from wsgroups.metrics import read_snapshot
 from wsgroups.outbox import LocalSocket
 
 ACCEPT = {"type": "websocket.accept"}
@@ -34,15 +36,17 @@ class FakeCluster:
 
     def __init__(self, beats=(), reaps=(), reaped_here=()):
         self.beats = list(beats)  # True, False or an exception, one per beat; then True
-        self.reaps = list(reaps)  # lists of (id, group, session_key), one per beat; then []
+        self.reaps = list(reaps)  # lists of ReapedSocket, one per beat; then []
         self.reaped_here = set(reaped_here)  # IDs of this process's sockets another process reaped
         self.heartbeats = []
+        self.metrics = []  # what each beat carried for monitoring
         self.reaped_by = []
         self.prunes = 0
         self.events = []  # "beat" and "reap", in the order they happened
 
-    def heartbeat(self, process_id, rate_in, rate_out, limit_events):
+    def heartbeat(self, process_id, rate_in, rate_out, limit_events, metrics):
         self.heartbeats.append((process_id, rate_in, rate_out, limit_events))
+        self.metrics.append(metrics)
         self.events.append("beat")
         outcome = self.beats.pop(0) if self.beats else True
         if isinstance(outcome, Exception):
@@ -109,12 +113,12 @@ def open_socket(runtime, socket_id, group="chat"):
 
 @override_settings(WSGROUPS=FAST)
 def test_reaped_sockets_get_run_disconnect_once_each(runtime, fake_cluster, monkeypatch):
-    dead = [(make_id(90, 1), "chat", "key1"), (make_id(90, 2), "news", "")]
+    dead = [ReapedSocket(make_id(90, 1), "chat", "key1", ["x", "y"]), ReapedSocket(make_id(90, 2), "news", "", [])]
     fake = fake_cluster(reaps=[dead, [], []])
     disconnected = []
 
-    async def fake_run_disconnect(rt, socket_id, group, session_key):
-        disconnected.append((rt, socket_id, group, session_key))
+    async def fake_run_disconnect(rt, socket_id, group, session_key, rooms):
+        disconnected.append((rt, socket_id, group, session_key, rooms))
 
     monkeypatch.setattr(membership, "run_disconnect", fake_run_disconnect)
     run_beats(runtime, lambda: len(fake.heartbeats) >= 4)
@@ -132,11 +136,13 @@ def test_reaped_sockets_run_the_groups_real_disconnect_handler(runtime, fake_clu
 
     @registry.websocket_disconnect("chat")
     async def on_disconnect(ws):
-        ran.append((ws.id, ws.group, ws.session_key_hint()))
+        ran.append((ws.id, ws.group, ws.session_key_hint(), await ws.arooms(), ws.rooms()))
 
-    fake = fake_cluster(reaps=[[(make_id(90, 1), "chat", "k"), (make_id(90, 2), "other", "")]])
+    dead = [ReapedSocket(make_id(90, 1), "chat", "k", ["lobby", "x"]), ReapedSocket(make_id(90, 2), "other", "", [])]
+    fake = fake_cluster(reaps=[dead])
     run_beats(runtime, lambda: len(fake.heartbeats) >= 3)
-    assert ran == [(make_id(90, 1), "chat", "k")]
+    # The dead process's room table is gone: the handler sees the rooms the registry recorded.
+    assert ran == [(make_id(90, 1), "chat", "k", {"lobby", "x"}, {"lobby", "x"})]
     assert runtime.stats["reaped"] == 2
 
 
@@ -152,6 +158,25 @@ def test_heartbeat_reports_rates_and_only_nonzero_limit_counts(runtime, fake_clu
     assert in_1 > 0 and out_1 > 0 and in_1 > out_1
     assert (in_2, out_2) == (0.0, 0.0)  # nothing arrived since the first beat
     assert limits_1 == limits_2 == {"rate_limited": 3}
+
+
+@override_settings(WSGROUPS=FAST)
+def test_heartbeat_carries_the_monitoring_counters(runtime, fake_cluster):
+    fake = fake_cluster()
+    runtime.stats["frames_in"] = 7
+    runtime.stats["frames_out"] = 8
+    runtime.stats["origin_refused"] = 2
+    runtime.count_close(1000)
+    runtime.count_close(1000)
+    runtime.count_close(4001)
+    runtime.handler_times.observe(0.01)
+    run_beats(runtime, lambda: len(fake.heartbeats) >= 2)
+    counted = read_snapshot(fake.metrics[0])
+    assert (counted.received, counted.sent) == (7, 8)
+    assert counted.closes == {1000: 2, 4001: 1}
+    assert counted.refusals["origin"] == 2
+    assert sum(counted.handler_counts) == 1
+    assert counted.layer_errors == 0  # no transport here
 
 
 @override_settings(WSGROUPS=FAST)
@@ -195,7 +220,9 @@ def test_declared_dead_closes_every_socket_with_1013_reaped_and_rejoins(runtime,
 
 @override_settings(WSGROUPS=FAST)
 def test_an_exception_in_one_beat_is_logged_and_the_loop_goes_on(runtime, fake_cluster, wslog):
-    fake = fake_cluster(beats=[RuntimeError("database gone"), True], reaps=[[(make_id(90, 5), "nobody", "")]])
+    fake = fake_cluster(
+        beats=[RuntimeError("database gone"), True], reaps=[[ReapedSocket(make_id(90, 5), "nobody", "", [])]]
+    )
     run_beats(runtime, lambda: len(fake.reaped_by) >= 2)
     failures = [r for r in wslog.records if r.getMessage() == "wsgroups: heartbeat failed"]
     assert len(failures) == 1
@@ -247,7 +274,7 @@ def test_declared_dead_marks_reaped_only_the_sockets_the_reaper_took(runtime):
     first = runtime.loop.run_until_complete(open_registered())
     # This process's heartbeats stall; another member reaps it and runs the handlers it finds.
     Process.objects.filter(pk=old).update(heartbeat_at=cluster.live_cutoff() - timedelta(minutes=1))
-    assert cluster.reap_dead_processes(reaper) == [(first.id, "chat", "")]
+    assert cluster.reap_dead_processes(reaper) == [(first.id, "chat", "", [])]
     # Meanwhile this process, still serving, registers one more socket under its old ID...
     second = runtime.loop.run_until_complete(open_registered())
     assert Connection.objects.get(pk=second.id).state == Connection.State.OPEN
@@ -255,3 +282,36 @@ def test_declared_dead_marks_reaped_only_the_sockets_the_reaper_took(runtime):
     run_beats(runtime, lambda: runtime.process_id != old)
     assert first.reaped is True  # its handler ran in the reaper
     assert second.reaped is False, "nobody ran or will run the disconnect handler of the socket opened after the reap"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_gets_the_rooms_a_dead_process_last_wrote_to_the_registry(runtime):
+    from wsgroups import cluster
+    from wsgroups.models import Process
+
+    runtime.process_id = cluster.register_process("server", "")
+    reaper = cluster.register_process("server", "")
+
+    async def send(message):
+        pass
+
+    async def open_in_rooms(*rooms):
+        sock = await runtime.new_socket("/ws", send, "127.0.0.1")
+        sock.group = "chat"
+        sock.accept(dict(ACCEPT))
+        runtime.add(sock)
+        for room in rooms:
+            runtime.rooms.join(sock, room)
+        await runtime.flush_registry()
+        return sock
+
+    joined = runtime.loop.run_until_complete(open_in_rooms("x", "y", "z"))
+    bare = runtime.loop.run_until_complete(open_in_rooms())
+    runtime.rooms.leave(joined.id, "z")  # a later change goes out with the next batch
+    runtime.loop.run_until_complete(runtime.flush_registry())
+    Process.objects.filter(pk=runtime.process_id).update(heartbeat_at=cluster.live_cutoff() - timedelta(minutes=1))
+    reaped = {row.id: row for row in cluster.reap_dead_processes(reaper)}
+    assert reaped == {
+        joined.id: ReapedSocket(joined.id, "chat", "", ["x", "y"]),
+        bare.id: ReapedSocket(bare.id, "chat", "", []),
+    }

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from wsgroups.cluster import write_registry
 from wsgroups.ids import make_id
+from wsgroups.metrics import read_snapshot
 from wsgroups.models import BroadcastSubscription, Connection, IdBlock, Process
 
 pytestmark = pytest.mark.django_db
@@ -222,6 +223,27 @@ def test_write_registry_closes_rows_written_earlier_with_each_code_and_reason():
     assert rows[socks[3].id].closed_at is None
 
 
+def test_write_registry_records_rooms_with_new_rows_and_one_update_per_distinct_list():
+    process = make_process()
+    fresh, bare = Entry(make_id(8, 1)), Entry(make_id(8, 2))
+    write_registry(process.pk, [fresh, bare], [], {fresh.id: ["lobby", "x"]})
+    assert Connection.objects.get(pk=fresh.id).recorded_rooms == ["lobby", "x"]
+    assert Connection.objects.get(pk=bare.id).recorded_rooms == []
+    socks = [Entry(make_id(8, n)) for n in (3, 4, 5)]
+    write_registry(process.pk, socks, [])
+    gone = socks[2]
+    gone.close_code = 1000
+    changed = {socks[0].id: ["lobby"], socks[1].id: ["lobby"], fresh.id: [], gone.id: ["late"]}
+    with CaptureQueriesContext(connection) as queries:
+        write_registry(process.pk, [], [gone], changed)
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 3  # ["lobby"], [] and the close
+    rooms = dict(Connection.objects.values_list("pk", "recorded_rooms"))
+    assert rooms[socks[0].id] == rooms[socks[1].id] == ["lobby"]
+    assert rooms[fresh.id] == []
+    assert rooms[gone.id] == []  # written closed in the same batch: its rooms stay as recorded
+
+
 def test_write_registry_ignores_a_row_written_twice_and_an_empty_batch():
     process = make_process()
     entry = Entry(make_id(8, 1))
@@ -229,3 +251,17 @@ def test_write_registry_ignores_a_row_written_twice_and_an_empty_batch():
     write_registry(process.pk, [Entry(make_id(8, 1), group="other")], [])  # no IntegrityError
     write_registry(process.pk, [], [])
     assert list(Connection.objects.values_list("pk", "group")) == [(entry.id, "chat")]
+
+
+@pytest.mark.django_db
+def test_a_process_of_the_previous_version_registers_without_the_metrics_column() -> None:
+    """During a rollout, processes that do not know ``Process.metrics`` still insert their row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO wsgroups_process (hostname, pid, kind, channel_name, started_at,"
+            " messages_in_per_s, messages_out_per_s, limit_events) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            ["old", 1, "server", "", timezone.now(), 0.0, 0.0, "{}"],
+        )
+    process = Process.objects.get(hostname="old")
+    assert process.metrics is None
+    assert read_snapshot(process.metrics).received == 0

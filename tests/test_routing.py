@@ -134,8 +134,8 @@ def test_start_member_joins_and_logs_a_failure_without_raising(monkeypatch, capl
     monkeypatch.undo()  # the real start_member, with join and the signal handlers faked
     joined: list[Any] = []
 
-    async def join(runtime: Any) -> None:
-        joined.append(runtime)
+    async def join(runtime: Any, kind: str) -> None:
+        joined.append((runtime, kind))
         raise OSError("database away")
 
     monkeypatch.setattr(wsgroups.routing, "join", join)
@@ -144,7 +144,8 @@ def test_start_member_joins_and_logs_a_failure_without_raising(monkeypatch, capl
     monkeypatch.setattr(logging.getLogger("wsgroups"), "propagate", True)
     with caplog.at_level(logging.ERROR, logger="wsgroups"):
         asyncio.run(wsgroups.routing.start_member())
-    assert len(joined) == 1
+        asyncio.run(wsgroups.routing.start_member(kind="worker"))
+    assert [kind for _, kind in joined] == ["server", "worker"]
     assert "could not join the cluster at startup" in caplog.text
 
 

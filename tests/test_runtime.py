@@ -156,7 +156,9 @@ def test_rejoin_registers_again_and_takes_a_new_block(runtime, blocks, monkeypat
 def test_add_and_remove_queue_registry_writes_and_flush_releases_held_sockets(runtime, monkeypatch):
     writes = []
     monkeypatch.setattr(
-        runtime_module.cluster, "write_registry", lambda pid, opened, closed: writes.append((pid, opened, closed))
+        runtime_module.cluster,
+        "write_registry",
+        lambda pid, opened, closed, rooms: writes.append((pid, opened, closed)),
     )
     runtime.process_id = 3
     sent_a, sent_b = [], []
@@ -184,10 +186,40 @@ def test_add_and_remove_queue_registry_writes_and_flush_releases_held_sockets(ru
     assert len(writes) == 1  # nothing pending: no write
 
 
+def test_room_changes_wake_the_registry_writer_and_go_out_with_the_next_batch(runtime, monkeypatch):
+    writes = []
+    monkeypatch.setattr(
+        runtime_module.cluster,
+        "write_registry",
+        lambda pid, opened, closed, rooms: writes.append((list(opened), list(closed), dict(rooms))),
+    )
+    runtime.process_id = 3
+    a = local_socket(runtime, make_id(5, 1), [])
+    b = local_socket(runtime, make_id(5, 2), [])
+    for sock in (a, b):
+        sock.accept(dict(ACCEPT))
+        runtime.table.add(sock)
+    assert not runtime._registry_wakeup.is_set()
+    runtime.rooms.join(a, "x")
+    assert runtime._registry_wakeup.is_set()
+    runtime.rooms.join(a, "y")
+    runtime.rooms.join(b, "x")
+    run(runtime, runtime.flush_registry())
+    assert writes == [([], [], {a.id: ["x", "y"], b.id: ["x"]})]
+    runtime._registry_wakeup.clear()
+    runtime.rooms.join(a, "x", {"meta": "only"})  # same rooms: nothing to write
+    assert not runtime._registry_wakeup.is_set()
+    runtime.rooms.leave(b.id, "x")
+    run(runtime, runtime.flush_registry())
+    assert writes[1] == ([], [], {b.id: []})
+    run(runtime, runtime.flush_registry())
+    assert len(writes) == 2  # nothing changed since
+
+
 def test_flush_registry_releases_the_sockets_when_the_write_fails(runtime, wslog, monkeypatch):
     calls = []
 
-    def write_registry(pid, opened, closed):
+    def write_registry(pid, opened, closed, rooms):
         calls.append((pid, list(opened), list(closed)))
         raise RuntimeError("database down")
 
@@ -215,7 +247,7 @@ def test_flush_registry_releases_the_sockets_when_the_write_fails(runtime, wslog
 def test_flush_registry_releases_the_sockets_when_cancelled_during_the_write(runtime, monkeypatch):
     writing, finish = threading.Event(), threading.Event()
 
-    def write_registry(pid, opened, closed):
+    def write_registry(pid, opened, closed, rooms):
         writing.set()
         finish.wait(5)
 
@@ -284,6 +316,23 @@ def test_run_on_loop_on_the_loop_runs_at_once(runtime):
 
     assert run(runtime, body()) == "done"
     assert seen == ["ran", "after"]
+
+
+def test_run_on_loop_raises_in_the_caller_what_the_function_raised(runtime):
+    def func():
+        raise KeyError("on the loop")
+
+    def from_thread():
+        try:
+            runtime.run_on_loop(func)
+        except KeyError as exc:
+            return exc.args[0]
+        return "nothing raised"
+
+    async def body():
+        return await asyncio.to_thread(from_thread)
+
+    assert run(runtime, body()) == "on the loop"
 
 
 # --- cluster_transport ------------------------------------------------------------------

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from wsgroups.exceptions import TransportError
 from wsgroups.models import Connection, Process
 from wsgroups.status import ClusterStatus, ProcessStatus, collect_status, format_status
 
@@ -77,18 +79,20 @@ def test_text_shows_heartbeat_age_and_sockets_per_group_and_process(cluster: dic
     assert "heartbeat 12" in crashed and "1 open socket " in crashed
     assert crashed.endswith("DEAD (sockets not reaped yet)")
     # Rates add up over live processes only.
-    assert lines[5:] == ["Messages: 13 in/s, 32 out/s", "Sockets: 5 open", "  chat  3", "  echo  2"]
+    assert lines[5:] == ["Messages: 13 in/s, 32 out/s", "Sockets: 5 open", "  chat  3", "  echo  2", "Rooms: 0"]
     assert "web4" not in "\n".join(lines)
 
 
 def test_empty_database(db: None) -> None:
-    assert wsstatus() == "Processes: 0 live\nMessages: 0 in/s, 0 out/s\nSockets: 0 open\n"
+    assert wsstatus() == "Processes: 0 live\nMessages: 0 in/s, 0 out/s\nSockets: 0 open\nRooms: 0\n"
     assert json.loads(wsstatus("--json")) == {
         "processes": [],
         "groups": {},
         "sockets": 0,
         "messages_in_per_s": 0.0,
         "messages_out_per_s": 0.0,
+        "rooms": {},
+        "rooms_error": "",
     }
 
 
@@ -161,3 +165,34 @@ def test_format_status_shows_a_process_s_limit_events() -> None:
     )
     line = format_status(ClusterStatus(processes=[process], groups={}, sockets=0)).splitlines()[1]
     assert line.endswith("0 in/s, 0 out/s  limits: 4 rate_limited")
+
+
+def test_format_status_lists_rooms_with_their_members_or_why_they_are_unknown() -> None:
+    status = ClusterStatus(processes=[], groups={}, sockets=0, rooms={"lobby": 12, "wsgroups.user:3": 2})
+    assert format_status(status).splitlines()[-3:] == ["Rooms: 2", "  lobby            12", "  wsgroups.user:3  2"]
+    unknown = ClusterStatus(processes=[], groups={}, sockets=0, rooms_error="unknown: the layer is down")
+    assert format_status(unknown).splitlines()[-1] == "Rooms: unknown: the layer is down"
+    assert "Rooms" not in format_status(ClusterStatus(processes=[], groups={}, sockets=0))
+
+
+def test_rooms_are_asked_of_the_live_servers_with_a_channel_only(cluster: dict[str, Process], monkeypatch) -> None:
+    Process.objects.filter(pk=cluster["web1"].pk).update(channel_name="chan-web1")
+    Process.objects.filter(pk=cluster["crashed"].pk).update(channel_name="chan-crashed")
+    Process.objects.filter(pk=cluster["worker"].pk).update(channel_name="chan-worker")
+    asked: list[list[str]] = []
+
+    def room_counts(channels: Any) -> dict[str, int]:
+        asked.append(list(channels))
+        return {"lobby": 3}
+
+    monkeypatch.setattr("wsgroups.status.room_counts", room_counts)
+    assert json.loads(wsstatus("--json"))["rooms"] == {"lobby": 3}
+    assert asked == [["chan-web1"]]
+
+
+def test_rooms_unknown_when_the_channel_layer_is_down(db: None, monkeypatch) -> None:
+    def room_counts(channels: Any) -> dict[str, int]:
+        raise TransportError("the channel layer is unreachable; the message was not sent")
+
+    monkeypatch.setattr("wsgroups.status.room_counts", room_counts)
+    assert wsstatus().splitlines()[-1] == "Rooms: unknown: the channel layer is unreachable; the message was not sent"

@@ -1,7 +1,8 @@
 """wsgroups: Starcounter-style WebSockets for Django on Channels.
 
 Upgrade inside an ordinary view, named groups with text/binary/disconnect handlers,
-and 64-bit socket IDs that any process can use to send, disconnect or check a socket.
+64-bit socket IDs that any process can use to send, disconnect or check a socket, and
+rooms that sockets join and leave while they live.
 
 The names below load on first use, so importing the package (as Django does for
 INSTALLED_APPS) loads neither the models nor the runtime.
@@ -17,15 +18,17 @@ if TYPE_CHECKING:
     from .group import Group
     from .handled import HANDLED
     from .handlers import handle
+    from .room import Room
     from .websocket import WebSocket, active_websocket
 
-__all__ = ["HANDLED", "CloseCode", "ConnectionFlags", "Group", "WebSocket", "active_websocket", "handle"]
+__all__ = ["HANDLED", "CloseCode", "ConnectionFlags", "Group", "Room", "WebSocket", "active_websocket", "handle"]
 
 _HOMES = {
     "HANDLED": "handled",
     "CloseCode": "codes",
     "ConnectionFlags": "codes",
     "Group": "group",
+    "Room": "room",
     "WebSocket": "websocket",
     "active_websocket": "websocket",
     "handle": "handlers",

@@ -1,5 +1,7 @@
 """Django admin for wsgroups: inspect the socket registry, the processes and the broadcast
-subscriptions, and send to or disconnect sockets held by any process.
+subscriptions, and send to or disconnect sockets held by any process. Rooms are not in the
+database: the room filter, the rooms on a socket's page and the room counts in the summary
+are asked of the live server processes.
 
 The registry and the process list are written by the servers only, so their admins are
 read-only. Their lists show the columns that tell rows apart and fit a 1280-pixel window
@@ -28,7 +30,9 @@ from .codes import CloseCode
 from .exceptions import TransportError
 from .handshake import check_close
 from .models import BroadcastSubscription, Connection, Process
-from .status import collect_status, format_limit_events, is_live
+from .room import Room
+from .room_table import check_room_name
+from .status import collect_status, format_limit_events, is_live, with_rooms
 from .websocket import WebSocket
 
 __all__ = ["BroadcastSubscriptionAdmin", "ConnectionAdmin", "DisconnectForm", "ProcessAdmin", "SendMessageForm"]
@@ -41,6 +45,16 @@ else:  # ModelAdmin is generic for type checkers only
     BroadcastSubscriptionModelAdmin = ConnectionModelAdmin = ProcessModelAdmin = admin.ModelAdmin
 
 ACTION_TEMPLATE = "admin/wsgroups/connection/socket_action.html"
+#: Rooms listed in the summary and offered by the room filter (the largest first; every
+#: user's room counts as one); any other works as ``?room=<name>``.
+ROOMS_LISTED = 30
+
+
+def largest_rooms(rooms: dict[str, int]) -> list[tuple[str, int]]:
+    """The ``ROOMS_LISTED`` rooms with the most live members (then by name)."""
+    return sorted(rooms.items(), key=lambda item: (-item[1], item[0]))[:ROOMS_LISTED]
+
+
 #: Sockets listed by name on an action's form page (all selected ones are acted on).
 LISTED_ON_ACTION_PAGE = 50
 
@@ -122,17 +136,40 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class RoomFilter(admin.SimpleListFilter):
+    """Sockets that are live members of a room, asked of every live server process."""
+
+    title = "room"
+    parameter_name = "room"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        rooms = with_rooms(collect_status()).rooms or {}  # none when the processes cannot be asked
+        return [(room, f"{room} ({count})") for room, count in largest_rooms(rooms)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Connection]) -> QuerySet[Connection]:
+        name = self.value()
+        if name is None:
+            return queryset
+        try:
+            ids = [ws.id for ws in Room(check_room_name(name, "room")).sockets()]
+        except (ValueError, TransportError) as exc:
+            messages.error(request, f"Room filter: {exc}")
+            ids = []
+        return queryset.filter(pk__in=ids)
+
+
 @admin.register(Connection)
 class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
     """The socket registry, read-only, with a live summary and actions that reach any process."""
 
     list_display = ("id", "group", "state_and_code", "user", "opened_at")
     fieldsets = (
-        (None, {"fields": ("id", "group", "state", "path", "subprotocol", "process")}),
+        (None, {"fields": ("id", "group", "state", "path", "subprotocol", "process", "rooms")}),
         ("Client", {"fields": ("user", "remote_addr", "session_key")}),
         ("Lifetime", {"fields": ("opened_at", "closed_at", "close_code", "close_reason")}),
     )
-    list_filter = ("group", "state", ("process", admin.RelatedOnlyFieldListFilter))
+    list_filter = ("group", "state", RoomFilter, ("process", admin.RelatedOnlyFieldListFilter))
+    readonly_fields = ("rooms",)
     # id and session key match exactly: partial IDs and keys would only find unrelated sockets.
     search_fields = ("id__exact", "session_key__exact", "user__username")
     search_help_text = "Exact WebSocket ID or session key, or part of a username."
@@ -147,6 +184,18 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
             return f"{connection.state} ({connection.close_code})"
         return str(connection.state)
 
+    @admin.display(description="rooms")
+    def rooms(self, connection: Connection) -> str:
+        """The rooms of an open socket, asked of the process that holds it."""
+        if connection.state != Connection.State.OPEN:
+            return "-"
+        if not connection.process.channel_name:
+            return "unknown: its process cannot be reached over the channel layer"
+        try:
+            return ", ".join(sorted(WebSocket(connection.pk).rooms())) or "none"
+        except TransportError as exc:
+            return f"unknown: {exc}"
+
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """May send to and disconnect sockets: holds ``wsgroups.change_connection``."""
         return request.user.has_perm("wsgroups.change_connection")
@@ -155,8 +204,8 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
         return super().changelist_view(request, {**(extra_context or {}), "socket_summary": self._summary()})
 
     def _summary(self) -> dict[str, Any]:
-        """Open sockets per group and per process, each with a link to the filtered list."""
-        status = collect_status()
+        """Open sockets per group, per process and per room, each with a link to the filtered list."""
+        status = with_rooms(collect_status())
         url = reverse("admin:wsgroups_connection_changelist")
         open_state = {"state__exact": Connection.State.OPEN}
         return {
@@ -174,6 +223,12 @@ class ConnectionAdmin(ReadOnlyAdminMixin, ConnectionModelAdmin):
                 }
                 for process in status.processes
             ],
+            "rooms": [
+                {"name": room, "count": count, "url": f"{url}?{urlencode({'room': room})}"}
+                for room, count in largest_rooms(status.rooms or {})
+            ],
+            "rooms_total": len(status.rooms or {}),
+            "rooms_error": status.rooms_error,
         }
 
     @admin.action(description="Send a message…", permissions=["operate"])

@@ -2,13 +2,16 @@
 
 One instance serves every socket of the process. Per socket it:
 
-1. refuses a cross-origin upgrade with 403 (before any view runs);
+1. refuses a cross-origin upgrade with 403 (before any view runs), and one over the
+   connection limits with 503; with a Channels application beside the views, hands an
+   upgrade the URLconf does not resolve to it (:mod:`wsgroups.consumer_routing`);
 2. allocates the socket's ID and runs the request through the project's URLconf and
    HTTP middleware, with ``request.websocket`` set;
 3. sends the view's response as the rejection unless the view called ``send_upgrade``;
 4. reads frames one at a time and awaits each handler before reading the next, which
    gives per-socket arrival order and back-pressure on the client;
-5. runs the group's disconnect handler exactly once, however the socket ended.
+5. runs the group's disconnect handler exactly once, however the socket ended, and then
+   takes the socket out of its rooms.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from django.http import (
 )
 from django.urls import set_script_prefix
 
-from .codes import NO_STATUS_RECEIVED, CloseCode, Closing, close_for
+from .codes import ABNORMAL_CLOSURE, NO_STATUS_RECEIVED, CloseCode, Closing, close_for
 from .conf import conf
+from .consumer_routing import path_has_view, serve_consumer
 from .dispatch import dispatch, handler_socket, run_disconnect
 from .handled import HANDLED
 from .handlers import handle
@@ -47,7 +51,16 @@ from .runtime import Runtime, get_runtime
 from .shutdown import install_signal_handlers
 from .upgrade import WebSocketUpgrade
 
-__all__ = ["ASGIApp", "Receive", "Scope", "Send", "WebSocketApplication"]
+__all__ = [
+    "SOCKET_ID_EXTENSION",
+    "ASGIApp",
+    "Receive",
+    "Scope",
+    "Send",
+    "WebSocketApplication",
+    "announce_socket_id",
+    "unavailable",
+]
 
 logger = logging.getLogger("wsgroups")
 
@@ -57,6 +70,16 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RESPONSE_EXTENSION = "websocket.http.response"
+#: A scope extension whose dict gets the socket's ID (``"id"``) once it is allocated:
+#: how :mod:`wsgroups.testing` learns it.
+SOCKET_ID_EXTENSION = "wsgroups.socket_id"
+
+
+def announce_socket_id(scope: Scope, socket_id: int) -> None:
+    """Tell whoever asked through :data:`SOCKET_ID_EXTENSION` the ID of the scope's socket."""
+    holder = (scope.get("extensions") or {}).get(SOCKET_ID_EXTENSION)
+    if isinstance(holder, dict):
+        holder["id"] = socket_id
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -66,7 +89,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _unavailable(message: str) -> HttpResponse:
+def unavailable(message: str) -> HttpResponse:
+    """A 503 refusal with ``Retry-After``."""
     response = HttpResponse(message, status=503, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = "5"
     return response
@@ -125,10 +149,15 @@ class UpgradeHandler(BaseHandler):
 
 
 class WebSocketApplication:
-    """ASGI app for ``websocket`` scopes (``get_asgi_application`` routes them here)."""
+    """ASGI app for ``websocket`` scopes (``get_asgi_application`` routes them here).
 
-    def __init__(self) -> None:
+    With ``channels`` (the project's Channels websocket application), an upgrade whose path
+    the URLconf does not resolve goes to it once the origin check and the limits passed.
+    """
+
+    def __init__(self, channels: ASGIApp | None = None) -> None:
         self.django = UpgradeHandler()
+        self.channels = channels
         self._warned_no_response_extension = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,11 +168,13 @@ class WebSocketApplication:
             return
         can_respond = RESPONSE_EXTENSION in (scope.get("extensions") or {})
         if runtime.shutting_down:
-            await self.send_rejection(send, _unavailable("Server is shutting down."), None, can_respond)
+            runtime.stats["shutdown_refused"] += 1
+            await self.send_rejection(send, unavailable("Server is shutting down."), None, can_respond)
             return
         origin = _header(scope, b"origin")
         allowed_hosts = django_allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG)
         if not origin_allowed(origin, allowed_hosts, conf.ALLOWED_ORIGINS):
+            runtime.stats["origin_refused"] += 1
             runtime.log_refusal("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
             await self.send_rejection(send, HttpResponseForbidden("Origin not allowed."), None, can_respond)
             return
@@ -153,11 +184,18 @@ class WebSocketApplication:
         if refusal is not None:
             runtime.stats["refused_at_limit"] += 1
             runtime.log_refusal("WebSocket upgrade to %s refused with 503: %s", scope.get("path"), refusal)
-            await self.send_rejection(send, _unavailable(f"Too many connections: {refusal}."), None, can_respond)
+            await self.send_rejection(send, unavailable(f"Too many connections: {refusal}."), None, can_respond)
             return
         runtime.connections.add(address)
         try:
-            await self.upgrade_and_serve(runtime, scope, receive, send, address, can_respond)
+            if self.channels is not None and not path_has_view(scope):
+
+                async def reject(response: HttpResponseBase) -> None:
+                    await self.send_rejection(send, response, None, can_respond)
+
+                await serve_consumer(self.channels, scope, message, receive, send, reject, self)
+            else:
+                await self.upgrade_and_serve(runtime, scope, receive, send, address, can_respond)
         finally:
             runtime.connections.discard(address)
 
@@ -165,8 +203,20 @@ class WebSocketApplication:
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, address: str, can_respond: bool
     ) -> None:
         """Let the project's view decide within HANDSHAKE_TIMEOUT, then serve the socket."""
+        # Decided in a coroutine of its own, so that nothing of the decision (the upgrade,
+        # the view's future, the response) stays in memory while the socket is served.
+        sock = await self.decide(runtime, scope, send, address, can_respond)
+        if sock is not None:
+            await self.serve(runtime, sock, receive)
+
+    async def decide(
+        self, runtime: Runtime, scope: Scope, send: Send, address: str, can_respond: bool
+    ) -> LocalSocket | None:
+        """Run the upgrade request through the project's view: the socket it accepted, or
+        None once the client got the view's rejection (or a 503 for a slow view)."""
         await join(runtime)
         sock = await runtime.new_socket(scope.get("path", ""), send, address)
+        announce_socket_id(scope, sock.id)
         upgrade = WebSocketUpgrade(runtime, sock, scope.get("subprotocols") or ())
         timeout = conf.HANDSHAKE_TIMEOUT
         decision = asyncio.ensure_future(
@@ -185,12 +235,13 @@ class WebSocketApplication:
                 scope.get("path"),
                 timeout,
             )
-            await self.send_rejection(send, _unavailable("The upgrade took too long."), None, can_respond)
-            return
+            await self.send_rejection(send, unavailable("The upgrade took too long."), None, can_respond)
+            return None
         response, body = await decision  # upgraded: the view may still be finishing its work
         if not upgrade.upgraded:
+            runtime.stats["view_rejected"] += 1
             await self.send_rejection(send, response, body, can_respond)
-            return
+            return None
         if response is not HANDLED:
             logger.error(
                 "The view for %s called send_upgrade() but returned %r instead of HANDLED; closing WebSocket %s",
@@ -199,7 +250,7 @@ class WebSocketApplication:
                 sock.id,
             )
             sock.close(*close_for(Closing.UPGRADE_RESPONSE))
-        await self.serve(runtime, sock, receive)
+        return sock
 
     async def send_rejection(
         self, send: Send, response: HttpResponseBase, body: bytes | None, can_respond: bool
@@ -288,6 +339,10 @@ class WebSocketApplication:
                 sock.close_code = sock.close_code or CloseCode.GOING_AWAY
             sock.state = SocketState.CLOSED
             runtime.remove(sock)
-            if not sock.reaped:
-                await run_disconnect(runtime, sock.id, sock.group, sock.session_key)
-            sock.closed.set()
+            runtime.count_close(sock.close_code if sock.close_code is not None else ABNORMAL_CLOSURE)
+            try:
+                if not sock.reaped:
+                    await run_disconnect(runtime, sock.id, sock.group, sock.session_key)
+            finally:
+                runtime.rooms.forget(sock.id)  # after the handler, which may still list its rooms
+                sock.closed.set()

@@ -1,4 +1,5 @@
-"""App config: imports every installed app's ``sockets.py`` and registers the system checks."""
+"""App config: imports every installed app's ``sockets.py``, registers the system checks, and
+sets up the clean stop under ``runserver`` and the early join of ``runworker``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ class WsgroupsConfig(AppConfig):
     def ready(self) -> None:
         install_layer_tuning()
         autodiscover_modules("sockets")
-        # Imported once the apps are ready: it reaches the runtime, and so the models.
-        from . import runserver
+        # Imported once the apps are ready: they reach the runtime, and so the models.
+        from . import runserver, worker
 
         runserver.install()
+        worker.install()

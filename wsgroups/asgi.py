@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from .checks import check_migrations, startup_errors
 
 if TYPE_CHECKING:
+    from .application import ASGIApp
     from .routing import ProtocolRouter
 
 __all__ = ["get_asgi_application"]
@@ -19,8 +20,12 @@ __all__ = ["get_asgi_application"]
 logger = logging.getLogger("wsgroups")
 
 
-def get_asgi_application() -> ProtocolRouter:
+def get_asgi_application(channels: ASGIApp | None = None) -> ProtocolRouter:
     """The project's ASGI application (set up Django first, as ``django.core.asgi`` does).
+
+    ``channels`` is the project's Channels websocket application (a ``URLRouter``, usually
+    inside ``AuthMiddlewareStack``): an upgrade whose path the URLconf does not resolve
+    goes to it, after the same origin check and limits as the views' upgrades.
 
     Raises :class:`~django.core.exceptions.ImproperlyConfigured` listing the errors of the
     wiring and settings system checks (``wsgroups.E0xx``), so servers that run no checks
@@ -33,6 +38,8 @@ def get_asgi_application() -> ProtocolRouter:
     hypercorn, :mod:`wsgroups.servers.hypercorn`. Each makes ``PERMESSAGE_DEFLATE`` decide
     whether permessage-deflate is negotiated.
     """
+    if channels is not None and not callable(channels):
+        raise ValueError(f"channels must be an ASGI application (a URLRouter, for instance), got {channels!r}")
     http = django_asgi_application()
     errors = startup_errors()
     if errors:
@@ -58,4 +65,4 @@ def get_asgi_application() -> ProtocolRouter:
         from .servers import hypercorn
 
         hypercorn.install()
-    return ProtocolRouter(http)  # type: ignore[arg-type]  # Django's stubs type scope as dict
+    return ProtocolRouter(http, channels=channels)  # type: ignore[arg-type]  # Django's stubs type scope as dict

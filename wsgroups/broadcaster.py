@@ -6,9 +6,11 @@ the message and counted with one UPDATE. Sends go through the transport, batched
 destination process, and the transaction commits only once the channel layer has taken
 them, so a count never runs ahead of what was sent.
 
-Only one broadcaster ticks at a time: each registers as a ``broadcaster`` process and
-the live one with the lowest number leads; the others stand by and take over within
-``PROCESS_TIMEOUT`` if it stops.
+Only one broadcaster ticks at a time: each joins the cluster as a ``broadcaster``
+process and the live one with the lowest number leads; the others stand by and take over
+within ``PROCESS_TIMEOUT`` if it stops. Joining happens at start, on a thread of its own
+(:class:`~wsgroups.background.BackgroundMember`): every broadcaster heartbeats and reaps
+crashed processes like any other member, between ticks and during them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from . import cluster, ops
+from .background import BackgroundMember
 from .codes import CloseCode
 from .conf import conf
 from .exceptions import TransportError
@@ -70,18 +73,22 @@ class Broadcaster:
         self.limit = limit
         self.template = check_template(template)
         self.group = group
-        self.process_id = cluster.register_process("broadcaster", "")
+        self.member = BackgroundMember("broadcaster")
+        self.member.start()
+
+    @property
+    def process_id(self) -> int:
+        return self.member.process_id
 
     def leading(self) -> bool:
-        """Heartbeat, and whether this is the live broadcaster with the lowest number."""
-        cluster.heartbeat(self.process_id)
+        """Whether this is the live broadcaster with the lowest number (the member heartbeats)."""
         cutoff = cluster.live_cutoff()
         return not Process.objects.filter(
             kind="broadcaster", stopped_at__isnull=True, heartbeat_at__gte=cutoff, pk__lt=self.process_id
         ).exists()
 
     def stop(self) -> None:
-        cluster.stop_process(self.process_id)
+        self.member.stop()
 
     def _live_ids(self) -> QuerySet[Connection, Any]:
         live = Connection.objects.live()

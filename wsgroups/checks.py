@@ -11,7 +11,7 @@ E005    ``WSGROUPS`` is not a dict
 E006    ``WSGROUPS`` has an unknown key
 E007    a ``WSGROUPS`` value has the wrong type or range
 E008    ``PROCESS_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL``
-E009    the channel layer is Channels' in-memory layer, which cannot link processes
+E009    the channel layer is Channels' in-memory layer, which cannot link processes (outside test runs)
 E010    ``channels`` is not in INSTALLED_APPS (no ``runworker``, no layer settings)
 E011    ``ASGI_APPLICATION`` cannot be imported
 W001    ``daphne`` is not in INSTALLED_APPS: ``runserver`` will not serve WebSockets
@@ -38,6 +38,7 @@ from typing import Any
 
 from django.apps import AppConfig, apps
 from django.conf import settings
+from django.core import mail
 from django.core.checks import ERROR, CheckMessage, Error, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
@@ -81,7 +82,11 @@ def check_wiring(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
                 id="wsgroups.E002",
             )
         )
-    elif isinstance(alias, str) and str(layers[alias].get("BACKEND", "")).endswith(".InMemoryChannelLayer"):
+    elif (
+        isinstance(alias, str)
+        and str(layers[alias].get("BACKEND", "")).endswith(".InMemoryChannelLayer")
+        and not in_test_run()
+    ):
         errors.append(
             Error(
                 f"The {alias!r} channel layer is in memory: it cannot link processes, so sockets in "
@@ -166,6 +171,12 @@ def _asgi_hint(path: str) -> str:
     if package:
         hint += f" Settings are {settings_module!r}, so it is probably {package + '.asgi.application'!r}."
     return hint + " Point ASGI_APPLICATION at the application object of your asgi.py."
+
+
+def in_test_run() -> bool:
+    """Whether Django's test environment is set up (its runner, or pytest-django): there the
+    in-memory layer is fine, since :mod:`wsgroups.testing` keeps every socket in-process."""
+    return hasattr(mail, "outbox")
 
 
 def routes_to_wsgroups(application: object, depth: int = 8) -> bool:

@@ -13,10 +13,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
@@ -29,6 +29,7 @@ from .models import Connection, IdBlock, Process
 __all__ = [
     "Directory",
     "ProcessInfo",
+    "ReapedSocket",
     "allocate_block",
     "heartbeat",
     "in_thread",
@@ -55,6 +56,16 @@ class ProcessInfo:
     id: int
     channel_name: str
     kind: str
+
+
+class ReapedSocket(NamedTuple):
+    """A socket of a dead process, as the registry last recorded it."""
+
+    id: int
+    group: str
+    session_key: str
+    #: The rooms it was in (those its process wrote with its last registry batch).
+    rooms: list[str]
 
 
 def in_thread(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
@@ -92,9 +103,11 @@ def heartbeat(
     messages_in_per_s: float = 0.0,
     messages_out_per_s: float = 0.0,
     limit_events: dict[str, int] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> bool:
-    """Refresh this process's heartbeat, message rates and limit counts; False if another
-    process already declared it dead."""
+    """Refresh this process's heartbeat, message rates, limit counts and monitoring
+    counters (:func:`wsgroups.metrics.snapshot`); False if another process already
+    declared it dead."""
     fields: dict[str, Any] = {
         "heartbeat_at": timezone.now(),
         "messages_in_per_s": messages_in_per_s,
@@ -102,6 +115,8 @@ def heartbeat(
     }
     if limit_events is not None:
         fields["limit_events"] = limit_events
+    if metrics is not None:
+        fields["metrics"] = metrics
     updated = Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(**fields)
     return bool(updated)
 
@@ -110,12 +125,12 @@ def stop_process(process_id: int) -> None:
     Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(stopped_at=timezone.now())
 
 
-def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
+def reap_dead_processes(reaper_id: int) -> list[ReapedSocket]:
     """Mark processes without a recent heartbeat stopped and their open sockets closed.
 
     Each dead process is claimed by exactly one reaper (a conditional UPDATE); the
-    claimer gets back ``(id, group, session_key)`` of every socket that process held,
-    to run their disconnect handlers.
+    claimer gets back every socket that process held (with the rooms it was in), to run
+    their disconnect handlers.
     """
     now = timezone.now()
     dead = list(
@@ -123,20 +138,25 @@ def reap_dead_processes(reaper_id: int) -> list[tuple[int, str, str]]:
         .exclude(pk=reaper_id)
         .values_list("pk", flat=True)
     )
-    reaped: list[tuple[int, str, str]] = []
+    reaped: list[ReapedSocket] = []
     for process_id in dead:
         with transaction.atomic():
             if not Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(stopped_at=now):
                 continue
             rows = list(
-                Connection.objects.live().filter(process_id=process_id).values_list("pk", "group", "session_key")
+                Connection.objects.live()
+                .filter(process_id=process_id)
+                .values_list("pk", "group", "session_key", "recorded_rooms")
             )
             code, reason = close_for(Closing.PROCESS_DIED)
             Connection.objects.filter(pk__in=[row[0] for row in rows]).update(
                 state=Connection.State.CLOSED, closed_at=now, close_code=code, close_reason=reason
             )
         logger.warning("wsgroups: process #%s stopped sending heartbeats; %d sockets reaped", process_id, len(rows))
-        reaped.extend((int(pk), str(group), str(session_key)) for pk, group, session_key in rows)
+        reaped.extend(
+            ReapedSocket(int(pk), str(group), str(session_key), [str(room) for room in rooms or ()])
+            for pk, group, session_key, rooms in rows
+        )
     return reaped
 
 
@@ -234,12 +254,21 @@ class RegistryEntry(Protocol):
     close_reason: str
 
 
-def write_registry(process_id: int, opened: Sequence[RegistryEntry], closed: Sequence[RegistryEntry]) -> None:
-    """Record sockets opened and closed since the last write, in one transaction.
+def write_registry(
+    process_id: int,
+    opened: Sequence[RegistryEntry],
+    closed: Sequence[RegistryEntry],
+    rooms: Mapping[int, Sequence[str]] | None = None,
+) -> None:
+    """Record sockets opened and closed, and the rooms of sockets whose rooms changed
+    (``{socket ID: rooms}``), since the last write, in one transaction.
 
-    New sockets are inserted in bulk (those that also closed meanwhile, as closed);
-    closes share a few (code, reason) pairs, so they are one UPDATE per pair.
+    New sockets are inserted in bulk (those that also closed meanwhile, as closed; with
+    their rooms); closes share a few (code, reason) pairs, so they are one UPDATE per
+    pair; room lists too are one UPDATE per distinct list (sockets joining one room
+    share it).
     """
+    rooms = rooms or {}
     with transaction.atomic():
         closed_ids = {sock.id for sock in closed}
         now = timezone.now()
@@ -256,6 +285,7 @@ def write_registry(process_id: int, opened: Sequence[RegistryEntry], closed: Seq
                 remote_addr=sock.remote_addr,
                 subprotocol=sock.subprotocol or "",
                 process_id=process_id,
+                recorded_rooms=list(rooms.get(sock.id, ())),
             )
             if sock.id in closed_ids:
                 row.state, row.closed_at = Connection.State.CLOSED, now
@@ -264,6 +294,15 @@ def write_registry(process_id: int, opened: Sequence[RegistryEntry], closed: Seq
         if rows:
             Connection.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
         opened_ids = {sock.id for sock in opened}
+        by_rooms: dict[tuple[str, ...], list[int]] = {}
+        for socket_id, names in rooms.items():
+            if socket_id not in opened_ids and socket_id not in closed_ids:
+                by_rooms.setdefault(tuple(names), []).append(socket_id)
+        for names, ids in by_rooms.items():
+            for start in range(0, len(ids), 500):
+                Connection.objects.filter(pk__in=ids[start : start + 500], state=Connection.State.OPEN).update(
+                    recorded_rooms=list(names)
+                )
         by_outcome: dict[tuple[int | None, str], list[int]] = {}
         for sock in closed:
             if sock.id not in opened_ids:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from time import perf_counter
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -33,9 +35,12 @@ __all__ = ["dispatch", "handle_for_server", "handler_socket", "run_disconnect", 
 logger = logging.getLogger("wsgroups")
 
 
-def handler_socket(socket_id: int, group: str, session_key: str | None) -> WebSocket:
-    """The :class:`WebSocket` a handler of ``group`` gets for ``socket_id``."""
-    return WebSocket.restore(socket_id, group, session_key or None)
+def handler_socket(
+    socket_id: int, group: str, session_key: str | None, rooms: Sequence[str] | None = None
+) -> WebSocket:
+    """The :class:`WebSocket` a handler of ``group`` gets for ``socket_id`` (``rooms``: those
+    the registry recorded for a socket whose process died, which its ``rooms()`` lists)."""
+    return WebSocket.restore(socket_id, group, session_key or None, rooms)
 
 
 def _run_sync(func: Any, *args: Any) -> Any:
@@ -49,6 +54,7 @@ def _run_sync(func: Any, *args: Any) -> Any:
 async def run_handler(runtime: Runtime, handler: Handler, ws: WebSocket, *args: Any) -> bool:
     """Run one handler here with ``WebSocket.current`` set; log and return False if it raised."""
     token = current_socket.set(ws)
+    started = perf_counter()
     try:
         if handler.is_async:
             await handler.func(*args, ws)
@@ -63,6 +69,7 @@ async def run_handler(runtime: Runtime, handler: Handler, ws: WebSocket, *args: 
         )
         return False
     finally:
+        runtime.handler_times.observe(perf_counter() - started)
         current_socket.reset(token)
 
 
@@ -82,7 +89,8 @@ async def _on_worker(runtime: Runtime, kind: str, ws: WebSocket, payload: Any) -
     token, future = transport.future()
     group = ws.group or ""
     try:
-        transport.queue(WORKER_CHANNEL, ops.Handle(group, kind, ws.id, payload, ws.session_key_hint(), token))
+        op = ops.Handle(group, kind, ws.id, payload, ws.session_key_hint(), token, ws.recorded_rooms())
+        transport.queue(WORKER_CHANNEL, op)
         while True:
             done, _ = await asyncio.wait({future}, timeout=conf.QUERY_TIMEOUT)
             if done:
@@ -103,7 +111,7 @@ async def handle_for_server(runtime: Runtime, op: ops.Handle, reply_to: str) -> 
     transport = runtime.transport
     if transport is not None and not await transport.claim(f"{reply_to}:{op.token}"):
         return  # a second delivery of a call another worker took
-    ws = handler_socket(op.socket_id, op.group, op.session_key)
+    ws = handler_socket(op.socket_id, op.group, op.session_key, op.rooms)
     if op.kind == "disconnect":
         handler = handle.disconnect_handler(op.group)
         args: tuple[Any, ...] = ()
@@ -115,8 +123,11 @@ async def handle_for_server(runtime: Runtime, op: ops.Handle, reply_to: str) -> 
         transport.queue(reply_to, ops.Reply(op.token, ok))
 
 
-async def run_disconnect(runtime: Runtime, socket_id: int, group: str, session_key: str | None) -> None:
-    """Run ``group``'s disconnect handler, if it has one, for a socket that ended."""
+async def run_disconnect(
+    runtime: Runtime, socket_id: int, group: str, session_key: str | None, rooms: Sequence[str] | None = None
+) -> None:
+    """Run ``group``'s disconnect handler, if it has one, for a socket that ended (``rooms``:
+    for a socket of a dead process, the rooms the registry recorded)."""
     handler = handle.disconnect_handler(group)
     if handler is not None:
-        await dispatch(runtime, handler, "disconnect", handler_socket(socket_id, group, session_key))
+        await dispatch(runtime, handler, "disconnect", handler_socket(socket_id, group, session_key, rooms))

@@ -1,8 +1,8 @@
 """Applying the operations other processes send to this one (see :mod:`wsgroups.ops`).
 
 The transport hands each batch here in arrival order. Sends and closes act on the
-socket table at once; queries answer from it; a :class:`~wsgroups.ops.Handle` (this is
-a worker) starts the handler in a task, which answers when it is done.
+socket table at once, joins and leaves on the room table; queries answer from them; a
+:class:`~wsgroups.ops.Handle` (this is a worker) starts the handler in a task, which answers when it is done.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Inbox:
         """Apply ``batch``; return the answers as ``[token, result]`` pairs."""
         runtime = self.runtime
         table = runtime.table
+        rooms = runtime.rooms
         answers: list[list[Any]] = []
         for op in batch:
             match op:
@@ -51,6 +52,23 @@ class Inbox:
                     answers.append([token, table.open_ids(socket_ids)])
                 case ops.Members(group, token):
                     answers.append([token, table.member_ids(group)])
+                case ops.Join(socket_id, room, meta, token):
+                    sock = table.get(socket_id)
+                    answers.append([token, sock is not None and rooms.join(sock, room, meta)])
+                case ops.Leave(socket_id, room, token):
+                    answers.append([token, rooms.leave(socket_id, room)])
+                case ops.Rooms(socket_id, token):
+                    answers.append([token, rooms.rooms_of(socket_id)])
+                case ops.RoomBroadcast(room, payload, excluded, token):
+                    answers.append([token, rooms.broadcast(room, payload, excluded)])
+                case ops.RoomClose(room, code, reason, token):
+                    answers.append([token, rooms.close_room(room, code, reason)])
+                case ops.RoomMembers(room, token):
+                    answers.append([token, rooms.member_ids(room)])
+                case ops.RoomPresence(room, token):
+                    answers.append([token, rooms.presence(room)])
+                case ops.RoomCounts(token):
+                    answers.append([token, rooms.counts()])
                 case ops.Handle():
                     task = runtime.loop.create_task(handle_for_server(runtime, op, reply_to))
                     self._handler_tasks.add(task)

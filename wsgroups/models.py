@@ -26,6 +26,11 @@ class Process(models.Model):
     #: Connections refused and sockets closed by the limits since the process started, by
     #: reason (see :data:`wsgroups.runtime.LIMIT_COUNTERS`); written with each heartbeat.
     limit_events = models.JSONField(default=dict, blank=True)
+    #: Monitoring counters since the process started (messages, closes by code, refusals by
+    #: reason, channel-layer errors, handler times), written with each heartbeat; see
+    #: :mod:`wsgroups.metrics` and ``wsgroups.views.metrics``. Nullable, so that processes of
+    #: the previous version (which do not know the column) can still register during a rollout.
+    metrics = models.JSONField(default=dict, blank=True, null=True)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]
@@ -86,6 +91,11 @@ class Connection(models.Model):
     remote_addr = models.CharField(max_length=64, blank=True, default="")
     subprotocol = models.CharField(max_length=255, blank=True, default="")
     process = models.ForeignKey(Process, on_delete=models.CASCADE, related_name="connections")
+    #: The rooms the socket is in, as its process last wrote them (in the registry's batches,
+    #: a few milliseconds behind): the reaper hands them to the disconnect handler of a socket
+    #: whose process died. Nullable, so that processes of the previous version (which do not
+    #: know the column) can still register sockets during a rollout.
+    recorded_rooms = models.JSONField(default=list, blank=True, null=True)
 
     objects = ConnectionQuerySet.as_manager()
 

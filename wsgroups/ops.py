@@ -29,11 +29,19 @@ __all__ = [
     "Close",
     "GroupClose",
     "Handle",
+    "Join",
+    "Leave",
     "Members",
     "Op",
     "Query",
     "RecentBatches",
     "Reply",
+    "RoomBroadcast",
+    "RoomClose",
+    "RoomCounts",
+    "RoomMembers",
+    "RoomPresence",
+    "Rooms",
     "Send",
     "decode",
     "empty_answer",
@@ -94,10 +102,74 @@ class Members(NamedTuple):
     token: int = 0
 
 
+class Join(NamedTuple):
+    """Put a socket in a room with ``meta``; answers False if the socket is not open."""
+
+    socket_id: int
+    room: str
+    meta: Any
+    token: int = 0
+
+
+class Leave(NamedTuple):
+    """Take a socket out of a room; answers False if it was not a member."""
+
+    socket_id: int
+    room: str
+    token: int = 0
+
+
+class Rooms(NamedTuple):
+    """Answers the names of the rooms a socket is in."""
+
+    socket_id: int
+    token: int = 0
+
+
+class RoomBroadcast(NamedTuple):
+    """Send a frame to every open socket of a room but ``excluded``; answers how many took it."""
+
+    room: str
+    payload: str | bytes
+    excluded: list[int]
+    token: int = 0
+
+
+class RoomClose(NamedTuple):
+    """Close every open socket of a room; answers how many were closed."""
+
+    room: str
+    code: int
+    reason: str
+    token: int = 0
+
+
+class RoomMembers(NamedTuple):
+    """Answers the IDs of a room's open sockets in the destination."""
+
+    room: str
+    token: int = 0
+
+
+class RoomPresence(NamedTuple):
+    """Answers ``[socket ID, meta]`` of a room's open sockets in the destination."""
+
+    room: str
+    token: int = 0
+
+
+class RoomCounts(NamedTuple):
+    """Answers ``[room, open members]`` of every room with open members in the destination."""
+
+    token: int = 0
+
+
 class Handle(NamedTuple):
     """Run a group's handler in a worker (``HANDLER_MODE = "worker"``); answers True if it succeeded.
 
-    ``kind`` is "text", "binary" or "disconnect"; ``payload`` is None for "disconnect".
+    ``kind`` is "text", "binary" or "disconnect"; ``payload`` is None for "disconnect";
+    ``rooms`` are the rooms the registry recorded for a socket whose process died (what
+    ``ws.rooms()`` lists in its disconnect handler), None otherwise.
     """
 
     group: str
@@ -106,6 +178,7 @@ class Handle(NamedTuple):
     payload: str | bytes | None
     session_key: str | None
     token: int = 0
+    rooms: list[str] | None = None
 
 
 class Reply(NamedTuple):
@@ -116,10 +189,53 @@ class Reply(NamedTuple):
     result: Any
 
 
-Op: TypeAlias = Send | Close | Broadcast | GroupClose | Alive | Members | Handle | Reply
+Op: TypeAlias = (
+    Send
+    | Close
+    | Broadcast
+    | GroupClose
+    | Alive
+    | Members
+    | Join
+    | Leave
+    | Rooms
+    | RoomBroadcast
+    | RoomClose
+    | RoomMembers
+    | RoomPresence
+    | RoomCounts
+    | Handle
+    | Reply
+)
 #: Ops that ask the destination for an answer: they carry a token.
-Query: TypeAlias = Broadcast | GroupClose | Alive | Members
-QUERIES = (Broadcast, GroupClose, Alive, Members)
+Query: TypeAlias = (
+    Broadcast
+    | GroupClose
+    | Alive
+    | Members
+    | Join
+    | Leave
+    | Rooms
+    | RoomBroadcast
+    | RoomClose
+    | RoomMembers
+    | RoomPresence
+    | RoomCounts
+)
+QUERIES = (
+    Broadcast,
+    GroupClose,
+    Alive,
+    Members,
+    Join,
+    Leave,
+    Rooms,
+    RoomBroadcast,
+    RoomClose,
+    RoomMembers,
+    RoomPresence,
+    RoomCounts,
+)
 ANSWERED = (*QUERIES, Handle)
 
 _TAGS: dict[type[Any], str] = {
@@ -129,6 +245,14 @@ _TAGS: dict[type[Any], str] = {
     GroupClose: "g",
     Alive: "a",
     Members: "m",
+    Join: "j",
+    Leave: "l",
+    Rooms: "o",
+    RoomBroadcast: "B",
+    RoomClose: "C",
+    RoomMembers: "M",
+    RoomPresence: "p",
+    RoomCounts: "n",
     Handle: "h",
     Reply: "r",
 }
@@ -136,7 +260,10 @@ _BY_TAG: dict[str, type[Any]] = {tag: kind for kind, tag in _TAGS.items()}
 
 
 def encode(op: Op) -> list[Any]:
-    """``op`` as it travels: ``[tag, *fields]``."""
+    """``op`` as it travels: ``[tag, *fields]`` (a ``Handle`` without ``rooms`` leaves them
+    out, so that workers of the previous version still take it during a rollout)."""
+    if isinstance(op, Handle) and op.rooms is None:
+        return [_TAGS[Handle], *op[:-1]]
     return [_TAGS[type(op)], *op]
 
 
@@ -156,8 +283,10 @@ def decode(raw: object) -> Op:
 
 def empty_answer(op: Query) -> Any:
     """The answer of a process that holds no sockets (the destination is gone)."""
-    if isinstance(op, (Broadcast, GroupClose)):
+    if isinstance(op, (Broadcast, GroupClose, RoomBroadcast, RoomClose)):
         return 0
+    if isinstance(op, (Join, Leave)):
+        return False
     return []
 
 

@@ -7,7 +7,8 @@ server makes it wait (its write buffer is full) does the rest continue in a task
 client that stops reading fills the outbox; at its limit the socket is closed with 1013
 and the ``on_overflow`` callback is told, so the event is logged and counted.
 
-The outbox needs only its limit, a counters dict (``frames_out``) and that callback:
+The outbox needs only its limit, a counters dict (``frames_out``: messages handed to the
+server, not the 101 or the close) and that callback:
 the process's socket tables, IDs and cluster duties live elsewhere.
 """
 
@@ -46,6 +47,8 @@ class LocalSocket:
     """A socket held by this process: what the registry records of it, and its outbox."""
 
     __slots__ = (
+        "_closed",
+        "_outbox",
         "_pump_task",
         "_pumping",
         "_send",
@@ -53,7 +56,6 @@ class LocalSocket:
         "app_task",
         "close_code",
         "close_reason",
-        "closed",
         "counters",
         "group",
         "held",
@@ -62,7 +64,6 @@ class LocalSocket:
         "loop",
         "on_overflow",
         "opened_at",
-        "outbox",
         "path",
         "reaped",
         "remote_addr",
@@ -101,7 +102,9 @@ class LocalSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self.state = SocketState.CONNECTING
-        self.outbox: deque[dict[str, Any]] = deque()
+        # Created when a frame is queued and dropped once drained: an idle socket holds no
+        # queue (an empty deque is 600 bytes), nor an Event until something waits for its end.
+        self._outbox: deque[dict[str, Any]] | None = None
         #: True until the socket's registry row is written: the 101 and later frames wait.
         self.held = False
         self._pump_task: asyncio.Task[None] | None = None
@@ -112,8 +115,21 @@ class LocalSocket:
         #: Another process already ran this socket's disconnect handler (it took this
         #: process for dead); the handler must not run again here.
         self.reaped = False
-        #: Set once the socket is closed and its disconnect handler has finished.
-        self.closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None
+
+    @property
+    def outbox(self) -> deque[dict[str, Any]]:
+        """The frames queued for the client, in order."""
+        if self._outbox is None:
+            self._outbox = deque()
+        return self._outbox
+
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the socket is closed and its disconnect handler has finished."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        return self._closed
 
     def __repr__(self) -> str:
         return f"<LocalSocket {self.id} {self.group!r} {self.state.value}>"
@@ -168,7 +184,7 @@ class LocalSocket:
         """Queue one ASGI message behind the others; overflow closes the socket."""
         if self.state is not SocketState.OPEN:
             return
-        if len(self.outbox) >= self.limit:
+        if self._outbox is not None and len(self._outbox) >= self.limit:
             self._overflow()
             return
         self.outbox.append(message)
@@ -203,7 +219,7 @@ class LocalSocket:
     def _overflow(self) -> None:
         """The client does not keep up: drop its queue and close it with 1013, even if the
         server cannot write to it any more."""
-        self.outbox.clear()
+        self._outbox = None
         self.state = SocketState.CLOSING
         self.close_code, self.close_reason = close_for(Closing.OUTBOX_OVERFLOW)
         self.on_overflow(self)
@@ -234,22 +250,24 @@ class LocalSocket:
         self._pumping = True
         try:
             counters = self.counters
-            while self.outbox:
-                message = self.outbox.popleft()
-                counters["frames_out"] += 1
+            while self._outbox:
+                message = self._outbox.popleft()
+                if message["type"] == "websocket.send":  # data frames, not the 101 or the close
+                    counters["frames_out"] += 1
                 coroutine = cast("Coroutine[Any, Any, None]", self._send(message))
                 try:
                     waiting = coroutine.send(None)
                 except StopIteration:
                     if message["type"] == "websocket.close":
-                        self.outbox.clear()
+                        self._outbox = None
                     continue
                 except Exception as exc:  # the peer vanished; the receive loop sees the disconnect
                     logger.debug("WebSocket %s: send failed: %r", self.id, exc)
-                    self.outbox.clear()
+                    self._outbox = None
                     return
                 self._pump_task = self.loop.create_task(self._resume(coroutine, waiting, message))
                 return
+            self._outbox = None  # drained
         finally:
             self._pumping = False
 
@@ -271,13 +289,13 @@ class LocalSocket:
                 except StopIteration:
                     break
             if message["type"] == "websocket.close":
-                self.outbox.clear()
+                self._outbox = None
         except asyncio.CancelledError:
             coroutine.close()
             raise
         except Exception as exc:
             logger.debug("WebSocket %s: send failed: %r", self.id, exc)
-            self.outbox.clear()
+            self._outbox = None
             return
         finally:
             if self._pump_task is asyncio.current_task():

@@ -23,15 +23,16 @@ __all__ = ["ProtocolRouter", "serve_worker", "start_member"]
 logger = logging.getLogger("wsgroups")
 
 
-async def start_member() -> None:
-    """Make this server process a member of the cluster as it starts, not at its first
-    socket: an idle server heartbeats and reaps dead peers too."""
+async def start_member(kind: str = "server") -> None:
+    """Make this server (or ``runworker wsgroups``) process a member of the cluster as it
+    starts, not at its first socket or message: an idle process heartbeats and reaps dead
+    peers too."""
     runtime = get_runtime()
     install_signal_handlers(runtime)
     try:
-        await join(runtime)
+        await join(runtime, kind=kind)
     except Exception:
-        # The next socket tries again; until then this process is not a member.
+        # The next socket (or message) tries again; until then this process is not a member.
         logger.exception("wsgroups: could not join the cluster at startup")
 
 
@@ -42,9 +43,9 @@ class ProtocolRouter:
     #: WebSocket scopes to wsgroups.
     routes_websockets_to_wsgroups = True
 
-    def __init__(self, http: ASGIApp, websocket: ASGIApp | None = None) -> None:
+    def __init__(self, http: ASGIApp, websocket: ASGIApp | None = None, channels: ASGIApp | None = None) -> None:
         self.http = http
-        self.websocket = websocket if websocket is not None else WebSocketApplication()
+        self.websocket = websocket if websocket is not None else WebSocketApplication(channels)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

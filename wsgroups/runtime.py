@@ -1,7 +1,8 @@
 """wsgroups in one process: its sockets, its IDs, its counters and its link to the cluster.
 
 A server process has one :class:`Runtime`, bound to the server's event loop and created
-at its first WebSocket scope. It holds the :class:`~wsgroups.socket_table.SocketTable`,
+at its first WebSocket scope. It holds the :class:`~wsgroups.socket_table.SocketTable`
+and the :class:`~wsgroups.room_table.RoomTable`,
 allocates IDs from blocks the database hands it, batches registry writes, and owns the
 process's :class:`~wsgroups.transport.Transport`. What it does with operations from
 other processes, and its cluster duties (heartbeats, reaping), are given to
@@ -28,16 +29,20 @@ from .conf import conf
 from .ids import MAX_SEQUENCE, make_id
 from .layers import make_layer
 from .limits import ConnectionCounter
+from .metrics import HandlerTimes, snapshot
 from .outbox import ASGISend, LocalSocket
+from .room_table import RoomTable
 from .socket_table import SocketTable
 from .transport import OpsHandler, Transport
 
 __all__ = [
     "LIMIT_COUNTERS",
+    "REFUSAL_COUNTERS",
     "Runtime",
     "at_exit",
     "cluster_transport",
     "current_runtime",
+    "forget_runtime",
     "get_runtime",
     "get_transport",
 ]
@@ -50,13 +55,34 @@ T = TypeVar("T")
 #: refused at a connection limit or for a slow view, sockets closed for a full group, for
 #: their message rate, or for not reading.
 LIMIT_COUNTERS = ("refused_at_limit", "handshake_timeouts", "group_full", "rate_limited", "outbox_overflows")
-_COUNTERS = ("opened", "closed", "sends_to_dead", "reaped", "frames_in", "frames_out", *LIMIT_COUNTERS)
+#: Upgrades refused for their origin or because the server is stopping, and upgrades the
+#: view answered with a response of its own (counted for monitoring, not limits).
+REFUSAL_COUNTERS = ("origin_refused", "shutdown_refused", "view_rejected")
+_COUNTERS = (
+    "opened",
+    "closed",
+    "sends_to_dead",
+    "reaped",
+    "frames_in",
+    "frames_out",
+    *LIMIT_COUNTERS,
+    *REFUSAL_COUNTERS,
+)
 
 #: Seconds during which further limit refusals are counted but not logged.
 REFUSAL_LOG_INTERVAL = 10.0
 
 #: A cluster duty: a coroutine function run as a task for as long as the process is in the cluster.
 Duty = Callable[["Runtime"], Coroutine[Any, Any, None]]
+
+
+class _Raised:
+    """What :meth:`Runtime.run_on_loop` got when the function raised, to raise it in the caller."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 class Runtime:
@@ -66,6 +92,13 @@ class Runtime:
         self.loop = loop
         self.stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.table = SocketTable(self.stats)
+        #: The rooms its sockets are in (in memory; the registry gets each socket's list in
+        #: its batches, for the disconnect handlers the reaper runs if this process dies).
+        self.rooms = RoomTable(on_change=self._rooms_changed)
+        #: Sockets of this process that ended, by close code.
+        self.closes: dict[int, int] = {}
+        #: How long handler calls run here.
+        self.handler_times = HandlerTimes()
         #: Connections of this process, handshakes in progress included, by client address.
         self.connections = ConnectionCounter()
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
@@ -96,6 +129,14 @@ class Runtime:
     @property
     def started(self) -> bool:
         return self._started
+
+    def count_close(self, code: int) -> None:
+        self.closes[code] = self.closes.get(code, 0) + 1
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This process's counters as its heartbeat writes them (``Process.metrics``)."""
+        layer_errors = self.transport.stats["layer_errors"] if self.transport is not None else 0
+        return snapshot(self.stats, self.closes, layer_errors, self.handler_times)
 
     def log_refusal(self, message: str, *args: Any) -> None:
         """Log a connection refused or closed by a limit, at most one line per 10 s: a flood
@@ -202,11 +243,26 @@ class Runtime:
             running = None
         if running is self.loop:
             return func()
+        # One callback and one lock: this is on every upgrade's path (send_upgrade), where
+        # a task and two chained futures per call cost more than the call itself.
+        done = threading.Lock()
+        done.acquire()
+        outcome: list[Any] = []
 
-        async def run() -> T:
-            return func()
+        def call() -> None:
+            try:
+                outcome.append(func())
+            except BaseException as exc:
+                outcome.append(_Raised(exc))
+            finally:
+                done.release()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
+        self.loop.call_soon_threadsafe(call)
+        done.acquire()
+        result = outcome[0]
+        if isinstance(result, _Raised):
+            raise result.exc
+        return result  # type: ignore[no-any-return]
 
     def add(self, sock: LocalSocket) -> None:
         """Hold ``sock`` here and queue its registry row."""
@@ -219,6 +275,10 @@ class Runtime:
         if self.table.remove(sock):
             self._registry_closed.append(sock)
             self._registry_wakeup.set()
+
+    def _rooms_changed(self) -> None:
+        """A socket's rooms changed: write them with the next registry batch."""
+        self._registry_wakeup.set()
 
     # --- the registry ---------------------------------------------------------------------
 
@@ -238,16 +298,19 @@ class Runtime:
     async def _write_registry(self) -> None:
         opened, self._registry_opened = self._registry_opened, []
         closed, self._registry_closed = self._registry_closed, []
-        if not opened and not closed:
+        rooms = self.rooms.take_changed()
+        if not opened and not closed and not rooms:
             return
         assert self.process_id is not None
         try:
-            await in_thread(cluster.write_registry)(self.process_id, opened, closed)
+            await in_thread(cluster.write_registry)(self.process_id, opened, closed, rooms)
         except asyncio.CancelledError:
             raise
         except Exception:
             # Serving beats recording: the sockets go ahead, but a crash could not be recovered.
-            logger.exception("wsgroups: writing the socket registry failed for %d sockets", len(opened) + len(closed))
+            logger.exception(
+                "wsgroups: writing the socket registry failed for %d sockets", len(opened) + len(closed) + len(rooms)
+            )
         finally:
             for sock in opened:
                 sock.release()
@@ -269,6 +332,15 @@ def get_runtime() -> Runtime:
 def current_runtime() -> Runtime | None:
     """The runtime if this process holds (or held) sockets, without creating one."""
     return _runtime
+
+
+def forget_runtime(runtime: Runtime) -> None:
+    """Stop using ``runtime`` (it has left the cluster): the next :func:`get_runtime` makes a
+    new one on the loop running then. In-process tests need it: each test has its own loop."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is runtime:
+            _runtime = None
 
 
 _thread_transport: Transport | None = None

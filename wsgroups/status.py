@@ -1,12 +1,13 @@
 """The state of the cluster as the database records it: live processes (heartbeat age,
 messages in and out per second, refusals by the limits), open sockets per group and per
-process.
+process — and, asked of the live server processes themselves, the rooms with their
+member counts (rooms live in the processes' memory, not in the database).
 
 Used by ``manage.py wsstatus`` and the admin's summary."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,9 +15,19 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from .conf import conf
+from .exceptions import TransportError
 from .models import Connection, Process
+from .room import room_counts
 
-__all__ = ["ClusterStatus", "ProcessStatus", "collect_status", "format_limit_events", "format_status", "is_live"]
+__all__ = [
+    "ClusterStatus",
+    "ProcessStatus",
+    "collect_status",
+    "format_limit_events",
+    "format_status",
+    "is_live",
+    "with_rooms",
+]
 
 
 def is_live(process: Process, now: datetime) -> bool:
@@ -57,6 +68,10 @@ class ClusterStatus:
     #: Frames per second, summed over the live processes.
     messages_in_per_s: float = 0.0
     messages_out_per_s: float = 0.0
+    #: Live members per room name, cluster-wide (None: not asked, or no answer).
+    rooms: dict[str, int] | None = None
+    #: Why ``rooms`` is None when they were asked for.
+    rooms_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +110,18 @@ def collect_status(now: datetime | None = None) -> ClusterStatus:
         messages_in_per_s=sum(p.messages_in_per_s for p in statuses if p.live),
         messages_out_per_s=sum(p.messages_out_per_s for p in statuses if p.live),
     )
+
+
+def with_rooms(status: ClusterStatus, now: datetime | None = None) -> ClusterStatus:
+    """``status`` with the rooms' member counts, asked of every live server process."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=conf.PROCESS_TIMEOUT)
+    channels = Process.objects.filter(kind="server", stopped_at__isnull=True, heartbeat_at__gte=cutoff).exclude(
+        channel_name=""
+    )
+    try:
+        return replace(status, rooms=room_counts(channels.values_list("channel_name", flat=True)))
+    except TransportError as exc:
+        return replace(status, rooms_error=f"unknown: {exc}")
 
 
 def _age(seconds: float | None) -> str:
@@ -144,4 +171,9 @@ def format_status(status: ClusterStatus) -> str:
     lines.append(f"Messages: {status.messages_in_per_s:.0f} in/s, {status.messages_out_per_s:.0f} out/s")
     lines.append(f"Sockets: {status.sockets} open")
     lines += _table([[group, str(count)] for group, count in status.groups.items()])
+    if status.rooms is not None:
+        lines.append(f"Rooms: {len(status.rooms)}")
+        lines += _table([[room, str(count)] for room, count in status.rooms.items()])
+    elif status.rooms_error:
+        lines.append(f"Rooms: {status.rooms_error}")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from .exceptions import UpgradeError
 from .handshake import accept_headers, check_subprotocol
 from .limits import group_refusal
 from .outbox import LocalSocket
+from .room_table import user_room_name
 from .runtime import Runtime
 from .websocket import WebSocket
 
@@ -58,6 +59,8 @@ class WebSocketUpgrade:
         self.upgraded = False
         #: The upgrade request (set by the application): its user goes into the registry.
         self.request: HttpRequest | None = None
+        #: The user of an upgrade decided by a consumer (``scope["user"]``), when there is no request.
+        self.user: Any = None
         #: Set on the loop when the handshake timed out and the client was refused.
         self._expired_after: float | None = None
 
@@ -94,7 +97,7 @@ class WebSocketUpgrade:
             session.save()
             session_key = session.session_key
             pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
-        user = getattr(self.request, "user", None)
+        user = getattr(self.request, "user", None) if self.request is not None else self.user
         self._sock.user_id = _user_pk(user)
         return self._accept(group, pairs, session_key, subprotocol)
 
@@ -113,7 +116,7 @@ class WebSocketUpgrade:
             session_key = session.session_key
             pairs.append((b"Set-Cookie", session_cookie(str(session_key)).encode("latin-1")))
         auser = getattr(self.request, "auser", None)
-        self._sock.user_id = _user_pk(await auser()) if auser is not None else None
+        self._sock.user_id = _user_pk(await auser() if auser is not None else self.user)
         return self._accept(group, pairs, session_key, subprotocol)
 
     def _prepare(
@@ -156,6 +159,8 @@ class WebSocketUpgrade:
             self.upgraded = True
             sock.accept(message, held=True)
             runtime.add(sock)
+            if sock.user_id is not None:  # in its user's room from its first frame on
+                runtime.rooms.join(sock, user_room_name(sock.user_id))
             if refusal is not None:
                 runtime.stats["group_full"] += 1
                 runtime.log_refusal("WebSocket %s closed with 1013: %s", sock.id, refusal)

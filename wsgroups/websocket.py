@@ -1,5 +1,6 @@
-"""The public socket API: :class:`WebSocket` and :func:`active_websocket` (``Group`` is in
-:mod:`wsgroups.group`, ``HANDLED`` in :mod:`wsgroups.handled`).
+"""The public socket API: :class:`WebSocket` (sending, closing, rooms) and
+:func:`active_websocket` (``Group`` is in :mod:`wsgroups.group`, ``Room`` in
+:mod:`wsgroups.room`, ``HANDLED`` in :mod:`wsgroups.handled`).
 
 Every call works from any process. A socket held by the calling process is acted on
 directly; any other goes through the :mod:`~wsgroups.transport` to the process that
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Callable, Sequence
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
@@ -24,7 +26,8 @@ from .handshake import check_close
 from .ids import split_id, validate_id
 from .models import Connection
 from .outbox import LocalSocket
-from .runtime import cluster_transport, current_runtime, get_transport
+from .room_table import check_meta, check_room_name
+from .runtime import Runtime, cluster_transport, current_runtime, get_transport
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["WebSocket", "active_websocket", "current_socket", "frame_message", "payload_of"]
 
 _UNSET: Any = object()
+
+T = TypeVar("T")
 
 #: The socket whose handler runs (``WebSocket.current``).
 current_socket: contextvars.ContextVar[WebSocket | None] = contextvars.ContextVar("wsgroups_current", default=None)
@@ -94,7 +99,7 @@ class WebSocket:
     return value when the socket is gone.
     """
 
-    __slots__ = ("_group", "_id", "_session", "_session_key")
+    __slots__ = ("_group", "_id", "_recorded_rooms", "_session", "_session_key")
 
     current = _Current()
 
@@ -103,13 +108,23 @@ class WebSocket:
         self._session: SessionBase | None = None
         self._group: str | None = _UNSET
         self._session_key: str | None = _UNSET
+        self._recorded_rooms: list[str] | None = None
 
     @classmethod
-    def restore(cls, socket_id: int, group: str, session_key: str | None) -> WebSocket:
-        """A WebSocket whose group and session key are already known (a socket that ended)."""
+    def restore(
+        cls, socket_id: int, group: str, session_key: str | None, rooms: Sequence[str] | None = None
+    ) -> WebSocket:
+        """A WebSocket whose group and session key are already known (a socket that ended);
+        ``rooms``, for a socket whose process died, are what :meth:`rooms` lists."""
         ws = cls(socket_id)
         ws._group, ws._session_key = group, session_key
+        ws._recorded_rooms = None if rooms is None else sorted(rooms)
         return ws
+
+    def recorded_rooms(self) -> list[str] | None:
+        """The rooms the registry recorded for a socket whose process died (given to
+        :meth:`restore`), None for any other socket."""
+        return self._recorded_rooms
 
     @property
     def id(self) -> int:
@@ -237,6 +252,78 @@ class WebSocket:
         transport = get_transport()
         return await transport.await_on_loop(_remote_dead(transport, self._id))
 
+    # --- rooms ----------------------------------------------------------------------
+
+    def _on_holder(self, local: Callable[[Runtime], T], op: ops.Query, what: str) -> T:
+        """``local`` on the holder's room table if this process holds the socket, else ``op``
+        answered by the holder (its empty answer when the socket cannot be anywhere)."""
+        runtime = current_runtime()
+        if runtime is not None and runtime.owns_block(split_id(self._id)[0]):
+            return runtime.run_on_loop(lambda: local(runtime))
+        transport = cluster_transport()
+        if transport is None:
+            answer: T = ops.empty_answer(op)
+            return answer
+        answered: T = transport.block_on(_ask_holder(transport, self._id, op), what)
+        return answered
+
+    async def _aon_holder(self, local: Callable[[Runtime], T], op: ops.Query) -> T:
+        runtime = current_runtime()
+        if runtime is not None and runtime.owns_block(split_id(self._id)[0]):
+            return runtime.run_on_loop(lambda: local(runtime))
+        transport = cluster_transport()
+        if transport is None:
+            answer: T = ops.empty_answer(op)
+            return answer
+        return await transport.await_on_loop(_ask_holder(transport, self._id, op))
+
+    def _joiner(self, room: str, meta: Any) -> Callable[[Runtime], bool]:
+        def join_here(runtime: Runtime) -> bool:
+            sock = runtime.table.get(self._id)
+            return sock is not None and runtime.rooms.join(sock, room, meta)
+
+        return join_here
+
+    def join(self, name: str, meta: Any = None) -> bool:
+        """Put the socket in room ``name`` (a member gets the new ``meta``, any JSON value,
+        shown by ``Room.presence()``); False if the socket is dead."""
+        room, meta = check_room_name(name), check_meta(meta)
+        op = ops.Join(self._id, room, meta)
+        return bool(self._on_holder(self._joiner(room, meta), op, "WebSocket.join()"))
+
+    async def ajoin(self, name: str, meta: Any = None) -> bool:
+        """Async :meth:`join`."""
+        room, meta = check_room_name(name), check_meta(meta)
+        return bool(await self._aon_holder(self._joiner(room, meta), ops.Join(self._id, room, meta)))
+
+    def leave(self, name: str) -> bool:
+        """Take the socket out of room ``name``; False if it was not a member."""
+        room = check_room_name(name)
+        op = ops.Leave(self._id, room)
+        return bool(self._on_holder(lambda runtime: runtime.rooms.leave(self._id, room), op, "WebSocket.leave()"))
+
+    async def aleave(self, name: str) -> bool:
+        """Async :meth:`leave`."""
+        room = check_room_name(name)
+        return bool(
+            await self._aon_holder(lambda runtime: runtime.rooms.leave(self._id, room), ops.Leave(self._id, room))
+        )
+
+    def rooms(self) -> set[str]:
+        """The names of the rooms the socket is in (in its disconnect handler, still those it
+        was in — for a socket whose process died, as the registry last recorded them)."""
+        if self._recorded_rooms is not None:
+            return set(self._recorded_rooms)
+        return set(
+            self._on_holder(lambda runtime: runtime.rooms.rooms_of(self._id), ops.Rooms(self._id), "WebSocket.rooms()")
+        )
+
+    async def arooms(self) -> set[str]:
+        """Async :meth:`rooms`."""
+        if self._recorded_rooms is not None:
+            return set(self._recorded_rooms)
+        return set(await self._aon_holder(lambda runtime: runtime.rooms.rooms_of(self._id), ops.Rooms(self._id)))
+
     # --- attributes ---------------------------------------------------------------
 
     def _registry(self) -> tuple[str | None, str | None]:
@@ -271,6 +358,14 @@ async def _remote_dead(transport: Transport, socket_id: int) -> bool:
         return True
     alive = await transport.request(channel, ops.Alive([socket_id]))
     return socket_id not in alive
+
+
+async def _ask_holder(transport: Transport, socket_id: int, op: ops.Query) -> Any:
+    """``op``'s answer from the process holding ``socket_id`` (the empty answer if it is gone)."""
+    channel = await transport.directory.channel_for_block(split_id(socket_id)[0])
+    if channel is None:
+        return ops.empty_answer(op)
+    return await transport.request(channel, op)
 
 
 def active_websocket(session: SessionBase | None) -> WebSocket | None:

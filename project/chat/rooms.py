@@ -1,4 +1,5 @@
-"""Chat rooms over wsgroups: sends go to the stored socket IDs of a room's members."""
+"""Chat rooms on wsgroups rooms: a chat room ``lobby`` is the wsgroups room ``chat:lobby``,
+whose members carry their nickname as presence meta."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from typing import Any
 
 from django.conf import settings
 
-from wsgroups import WebSocket
-
-from .models import ChatMember
+from wsgroups import Room, WebSocket
 
 NICKNAME = re.compile(r"^[^\x00-\x1f\x7f]{1,32}$")
 ROOM = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PREFIX = "chat:"
 
 
 def max_message_length() -> int:
@@ -32,18 +32,17 @@ def event(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, "at": int(time.time() * 1000), **fields})
 
 
-def members(room: str) -> list[ChatMember]:
-    return list(ChatMember.objects.filter(room=room))
+def chat_room(name: str) -> Room:
+    return Room(PREFIX + name)
 
 
-def send_room(room: str, text: str, exclude: int | None = None) -> int:
-    """Send ``text`` to every member of ``room`` but ``exclude``, in whichever process they are."""
-    sent = 0
-    for member in members(room):
-        if member.websocket_id != exclude and WebSocket(member.websocket_id).send(text):
-            sent += 1
-    return sent
+def chat_room_of(ws: WebSocket) -> Room | None:
+    """The chat room ``ws`` is in (in its disconnect handler: was in), or None."""
+    names = [name for name in ws.rooms() if name.startswith(PREFIX)]
+    return Room(names[0]) if names else None
 
 
-def online(room: str) -> str:
-    return event("online", members=[{"id": m.websocket_id, "nickname": m.nickname} for m in members(room)])
+def online(room: Room) -> str:
+    """The ``online`` event: the room's live members with their nicknames, from its presence."""
+    members = [{"id": socket_id, "nickname": meta["nickname"]} for socket_id, meta in sorted(room.presence().items())]
+    return event("online", members=members)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from wsgroups import WebSocket, handle
 
-from .models import ChatMember
-from .rooms import event, max_message_length, online, send_room
+from .rooms import chat_room_of, event, max_message_length, online
 
 
 @handle.websocket("chat")
 def on_message(text: str, ws: WebSocket) -> None:
-    member = ChatMember.objects.filter(websocket_id=ws.id).first()
-    if member is None:
+    room = chat_room_of(ws)
+    if room is None:
         return
     text = text.strip()
     if not text:
@@ -20,7 +19,8 @@ def on_message(text: str, ws: WebSocket) -> None:
     if len(text) > max_message_length():
         ws.send(event("error", reason=f"Messages are at most {max_message_length()} characters."))
         return
-    send_room(member.room, event("message", id=ws.id, nickname=member.nickname, text=text), exclude=ws.id)
+    nickname = (room.presence().get(ws.id) or {}).get("nickname")
+    room.broadcast(event("message", id=ws.id, nickname=nickname, text=text), exclude=[ws])
 
 
 @handle.websocket("chat")
@@ -30,9 +30,7 @@ def on_binary(data: bytes, ws: WebSocket) -> None:
 
 @handle.websocket_disconnect("chat")
 def on_leave(ws: WebSocket) -> None:
-    member = ChatMember.objects.filter(websocket_id=ws.id).first()
-    if member is None:
-        return
-    member.delete()
-    send_room(member.room, event("leave", id=ws.id, nickname=member.nickname))
-    send_room(member.room, online(member.room))
+    room = chat_room_of(ws)  # still listed here; the socket leaves its rooms after this handler
+    if room is not None:
+        room.broadcast(event("leave", id=ws.id))  # the pages know the nickname from the online list
+        room.broadcast(online(room))

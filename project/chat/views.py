@@ -1,16 +1,16 @@
-"""The chat page and its WebSocket upgrade."""
+"""The chat page, its WebSocket upgrade, and "notify my tabs" (every socket of the logged-in user)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_POST
 
-from wsgroups import HANDLED
+from wsgroups import HANDLED, Room
 
-from .models import ChatMember
-from .rooms import ROOM, clean_nickname, event, max_message_length, online, send_room
+from .rooms import ROOM, chat_room, clean_nickname, event, max_message_length, online
 
 NICKNAME_COOKIE_AGE = 365 * 24 * 3600
 
@@ -32,8 +32,18 @@ def chat_socket(request: HttpRequest, room: str) -> HttpResponse:
         "chat",
         cookies=[f"chat_nickname={quote(nickname)}; Path=/; Max-Age={NICKNAME_COOKIE_AGE}; SameSite=Lax"],
     )
-    ChatMember.objects.create(websocket_id=ws.id, room=room, nickname=nickname)
+    members = chat_room(room)
+    ws.join(members.name, meta={"nickname": nickname})
     ws.send(event("welcome", id=ws.id, nickname=nickname, room=room, max_length=max_message_length()))
-    send_room(room, event("join", id=ws.id, nickname=nickname), exclude=ws.id)
-    send_room(room, online(room))
+    members.broadcast(event("join", id=ws.id, nickname=nickname), exclude=[ws])
+    members.broadcast(online(members))
     return HANDLED
+
+
+@require_POST
+def notify_me(request: HttpRequest) -> HttpResponse:
+    """Send a notice to every chat tab of the logged-in user, on every server process."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "Log in (at /admin/) to notify your tabs."}, status=403)
+    sent = Room.for_user(request.user).broadcast(event("notice", text=f"A notice for {request.user.get_username()}."))
+    return JsonResponse({"sent": sent})

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from wsgroups import ConnectionFlags, WebSocket, handle
+from wsgroups import ConnectionFlags, Room, WebSocket, handle
 
 from .events import record
 
@@ -105,3 +105,36 @@ async def conformance_text(message: str, ws: WebSocket) -> None:
 @handle.websocket("conformance")
 async def conformance_binary(data: bytes, ws: WebSocket) -> None:
     await ws.asend(data)
+
+
+@handle.websocket("rooms")
+def rooms_command(message: str, ws: WebSocket) -> None:
+    """``join:<room>[:<meta JSON>]``, ``leave:<room>``, ``rooms``, ``say:<room>:<text>`` (to the
+    others), ``presence:<room>``: each answers with a JSON object."""
+    try:
+        _room_command(message, ws)
+    except ValueError as exc:
+        ws.send(json.dumps({"error": f"ValueError: {exc}"}))
+
+
+def _room_command(message: str, ws: WebSocket) -> None:
+    command, _, rest = message.partition(":")
+    if command == "join":
+        room, _, meta = rest.partition(":")
+        ws.send(json.dumps({"joined": ws.join(room, meta=json.loads(meta) if meta else None)}))
+    elif command == "leave":
+        ws.send(json.dumps({"left": ws.leave(rest)}))
+    elif command == "rooms":
+        ws.send(json.dumps({"rooms": sorted(ws.rooms())}))
+    elif command == "say":
+        room, _, text = rest.partition(":")
+        ws.send(json.dumps({"said": Room(room).broadcast(text, exclude=[ws])}))
+    elif command == "presence":
+        ws.send(json.dumps({"presence": {str(k): v for k, v in Room(rest).presence().items()}}))
+    else:
+        ws.send(json.dumps({"error": f"unknown command {command!r}"}))
+
+
+@handle.websocket_disconnect("rooms")
+def rooms_gone(ws: WebSocket) -> None:
+    record("disconnect", id=ws.id, group="rooms", rooms=sorted(ws.rooms()))

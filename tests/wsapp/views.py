@@ -20,7 +20,9 @@ def upgrade(request: HttpRequest, group: str) -> HttpResponse:
         return HttpResponse("WebSocket only", status=400)
     session = request.session if request.GET.get("session") else None
     ws = request.websocket.send_upgrade(group, session=session, subprotocol=request.GET.get("subprotocol"))
-    ws.send(json.dumps({"id": ws.id, "expected_id": request.websocket.id, "group": ws.group}))
+    meta = json.loads(request.GET.get("meta", "null"))
+    joined = {name: ws.join(name, meta=meta) for name in request.GET.getlist("join")}  # rooms, right away
+    ws.send(json.dumps({"id": ws.id, "expected_id": request.websocket.id, "group": ws.group, "joined": joined}))
     return HANDLED
 
 

@@ -9,7 +9,12 @@ buffers without bound for a client that stops reading; and it never negotiates
 permessage-deflate, which autobahn implements. This module subclasses daphne's protocol
 to fix exactly those points (compression as ``PERMESSAGE_DEFLATE`` says) and leaves the
 rest of daphne alone: its request header sanitising, its handshake timeout and
-autobahn's frame and message size limits stay in force.
+autobahn's frame and message size limits stay in force. autobahn formats every new
+connection's 40 settings for a debug line (``pprint.pformat``, a tenth of the event
+loop's time when sockets churn) even when that line is not logged: :func:`install` makes
+that formatting happen only if it is. And it copies those settings onto each connection
+unless the protocol class has them, which :func:`share_settings` sees to (1.8 kB less per
+socket).
 
 :func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
 process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
@@ -18,11 +23,14 @@ process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne insta
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import pprint
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
@@ -32,36 +40,27 @@ from ..codes import MAX_CLOSE_REASON_BYTES
 from ..conf import conf
 from ..handshake import WEBSOCKET_VERSION, check_header_bytes, head_refusal, serialize_response
 
-__all__ = [
-    "DEFLATE_MEM_LEVEL",
-    "DEFLATE_WINDOW_BITS",
-    "RESPONSE_EXTENSION",
-    "WebSocketProtocol",
-    "accept_deflate",
-    "install",
-]
+__all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "answer_offers", "install"]
 
 logger = logging.getLogger("wsgroups.daphne")
 
 RESPONSE_EXTENSION = "websocket.http.response"
 #: Seconds past HANDSHAKE_TIMEOUT before daphne itself gives up on an upgrade.
 HANDSHAKE_GRACE = 5.0
-#: The server's compression window (2**12 bytes) and zlib memory level, as uvicorn chooses:
-#: about 32 KiB of zlib state per compressing socket instead of zlib's default 256 KiB.
+#: The server's compression window (2**12 bytes) and zlib memory level, as uvicorn's: about
+#: 32 KiB of zlib state per compressing socket instead of zlib's default 256 KiB.
 DEFLATE_WINDOW_BITS = 12
 DEFLATE_MEM_LEVEL = 5
 
 
-def accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
-    """Accept the client's first permessage-deflate offer (autobahn's ``perMessageCompressionAccept``).
+def answer_offers(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+    """autobahn's ``perMessageCompressionAccept``: while ``PERMESSAGE_DEFLATE`` is on, accept
+    the first permessage-deflate offer, else decline them all.
 
-    The server compresses with at most :data:`DEFLATE_WINDOW_BITS` (less when the client
-    asks for less) and takes whatever window the client compresses with (autobahn does
-    not keep the value of a client's ``client_max_window_bits``, so asking for a smaller
-    one could exceed it). A compressed message inflating past ``MAX_MESSAGE_SIZE`` is
-    refused with 1009 as it inflates.
-    """
-    for offer in offers:
+    The server's window is at most :data:`DEFLATE_WINDOW_BITS`; the client's stays its own
+    (autobahn drops the value of its ``client_max_window_bits``, which a request could
+    exceed). A message inflating past ``MAX_MESSAGE_SIZE`` is refused with 1009 as it inflates."""
+    for offer in offers if conf.PERMESSAGE_DEFLATE else ():
         if isinstance(offer, PerMessageDeflateOffer):
             window = min(offer.request_max_window_bits or DEFLATE_WINDOW_BITS, DEFLATE_WINDOW_BITS)
             return PerMessageDeflateOfferAccept(  # type: ignore[no-untyped-call]
@@ -70,14 +69,12 @@ def accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
     return None
 
 
-def _refuse_compression(offers: list[Any]) -> None:
-    return None
-
-
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     """daphne's WebSocket protocol with the handshake and close features ASGI promises."""
 
     _rejection: tuple[int, list[tuple[bytes, bytes]], str | None] | None = None
+    #: The factory whose settings are this class's attributes (daphne has one).
+    _settings_from: Any = None
     last_ping: float
     _rejection_body: list[bytes]
 
@@ -95,10 +92,11 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         # Answer a client's close with its own code and reason (RFC 6455 5.5.1); autobahn
         # otherwise answers 1000 whatever the client sent.
         self.factory.echoCloseCodeReason = True
+        # autobahn answers permessage-deflate offers through this (daphne leaves its refusal).
+        self.factory.perMessageCompressionAccept = answer_offers
+        share_settings(type(self), self.factory)
         super()._connectionMade()
         self.versions = [int(WEBSOCKET_VERSION)]  # autobahn also serves hybi-10 (version 8)
-        # autobahn answers offers through this callable; daphne leaves autobahn's refusal.
-        self.perMessageCompressionAccept = accept_deflate if conf.PERMESSAGE_DEFLATE else _refuse_compression
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         # RFC 6455 4.2.2: a version the server does not speak gets 426 and the one it does.
@@ -350,11 +348,48 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     arm()
 
 
+def share_settings(cls: type[WebSocketProtocol], factory: Any) -> None:
+    """Make ``factory``'s settings attributes of the protocol class.
+
+    autobahn copies the factory's 40 settings onto every connection unless the protocol
+    already has them (1.8 kB per socket); as class attributes they cost nothing per socket.
+    """
+    if cls._settings_from is not factory:
+        for name in cls.CONFIG_ATTRS:
+            value = getattr(factory, name)
+            # A function (perMessageCompressionAccept) must not become a method.
+            setattr(cls, name, staticmethod(value) if inspect.isfunction(value) else value)
+        cls._settings_from = factory
+
+
+class DeferredFormat:
+    """``pprint.pformat(value)``, computed only when a log line formats it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _timings_str(timings: Any) -> str:
+    return pprint.pformat(timings._timings)
+
+
 def install(on_start: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection and bound
     the time a connection may take to send its request head; run ``on_start`` on daphne's
     event loop as soon as it runs (daphne has no ASGI lifespan to say so)."""
     ws_protocol.WebSocketFactory.protocol = WebSocketProtocol
+    # Its debug lines are the only callers of pformat there but Timings' __str__, which
+    # must return a str: it gets pprint's own.
+    autobahn_protocol.pformat = DeferredFormat  # type: ignore[assignment,attr-defined]
+    autobahn_protocol.Timings.__str__ = _timings_str  # type: ignore[method-assign]
     _adapt_http_factory()
     if on_start is not None:
         from twisted.internet import reactor as twisted_reactor

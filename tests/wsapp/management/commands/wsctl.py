@@ -9,14 +9,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from wsgroups import Group, WebSocket
+from wsgroups import Group, Room, WebSocket
 from wsgroups.exceptions import TransportError
 
 
 class Command(BaseCommand):
     help = (
         "send / send-many / fanout / disconnect / is-dead / dead-map / broadcast / group-disconnect / sockets / "
-        "registry / subscribe / subscriptions, from this process"
+        "registry / subscribe / subscriptions, room-join / room-leave / room-rooms / room-broadcast / room-sockets / "
+        "room-presence / room-disconnect / user-broadcast / user-session, from this process"
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -101,6 +102,8 @@ class Command(BaseCommand):
                 ids = [int(part) for part in target.split(",")]
                 rows = BroadcastSubscription.objects.filter(websocket_id__in=ids)
                 result = {str(i): n for i, n in rows.values_list("websocket_id", "num_broadcasted")}
+            elif action.startswith(("room-", "user-")):
+                result = _rooms(action, target, rest, options)
             else:
                 raise ValueError(f"unknown action {action!r}")
         except TransportError as exc:
@@ -174,3 +177,55 @@ def _registry_between(low: int, high: int, timeout: float = 10) -> dict[str, Any
         time.sleep(0.05)
     rows = list(Connection.objects.filter(pk__gt=low, pk__lt=high).values_list("pk", "path"))
     return {"high_written": written, "rows": rows}
+
+
+def _rooms(action: str, target: str, rest: list[str], options: dict[str, Any]) -> Any:
+    """Room actions; ``target`` is a socket ID (join, leave, rooms), a user name (user-*) or a room."""
+    if action == "room-join":
+        # Several comma-separated IDs: {ID: joined} (the meta, if any, is given to each).
+        meta = json.loads(rest[1]) if len(rest) > 1 else None
+        if "," in target:
+            return {part: WebSocket(int(part)).join(rest[0], meta=meta) for part in target.split(",")}
+        return WebSocket(int(target)).join(rest[0], meta=meta)
+    if action == "room-leave":
+        return WebSocket(int(target)).leave(rest[0])
+    if action == "room-rooms":
+        return sorted(WebSocket(int(target)).rooms())
+    if action == "room-broadcast":
+        # --count broadcasts; {i} in the text becomes the broadcast's number.
+        room = Room(target)
+        counts = [
+            room.broadcast(rest[0].replace("{i}", str(i)), exclude=options["exclude"]) for i in range(options["count"])
+        ]
+        return counts[0] if len(counts) == 1 else counts
+    if action == "room-sockets":
+        return sorted(ws.id for ws in Room(target).sockets())
+    if action == "room-presence":
+        return {str(socket_id): meta for socket_id, meta in sorted(Room(target).presence().items())}
+    if action == "room-disconnect":
+        return Room(target).disconnect(rest[0] if rest else None, options["code"])
+    if action == "room-counts":
+        from wsgroups.room import room_counts
+
+        return room_counts()
+    if action == "user-broadcast":
+        from django.contrib.auth import get_user_model
+
+        return Room.for_user(get_user_model().objects.get(username=target)).broadcast(rest[0])
+    if action == "user-session":
+        return _user_session(target)
+    raise ValueError(f"unknown action {action!r}")
+
+
+def _user_session(username: str) -> dict[str, Any]:
+    """A logged-in session for user ``username`` (created if need be): its key and the user's pk."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return {"session_key": session.session_key, "pk": user.pk}
