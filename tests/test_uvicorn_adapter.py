@@ -255,12 +255,20 @@ def test_install_makes_every_websocket_implementation_follow_permessage_deflate(
     for cls_ in DEFLATE_CLASSES:
         assert cls_.__dict__.get("_wsgroups_deflate_adapted") is True, cls_
     config = Config(app=http_app, ws_per_message_deflate=True, log_config=None)
-    with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": False}):
-        cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.new_event_loop())
-    assert config.ws_per_message_deflate is False
-    with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": True}):
-        cls(config=config, server_state=ServerState(), app_state={}, _loop=asyncio.new_event_loop())
-    assert config.ws_per_message_deflate is True
+    # websockets' legacy protocol asks for the current loop in its constructor, whatever
+    # loop it is given: give it one, whichever tests ran before.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": False}):
+            cls(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        assert config.ws_per_message_deflate is False
+        with override_settings(WSGROUPS={**settings.WSGROUPS, "PERMESSAGE_DEFLATE": True}):
+            cls(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        assert config.ws_per_message_deflate is True
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @pytest.mark.parametrize(("setting", "extensions"), [(False, []), (True, ["permessage-deflate"])])
