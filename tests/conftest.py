@@ -25,6 +25,10 @@ from .services import PostgresServer, RedisServer, free_port, postgres_service, 
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_KINDS = ("daphne", "uvicorn")
+#: Servers that run several worker processes behind one port (tests/test_e2e_servers.py).
+MULTI_WORKER_KINDS = ("uvicorn-workers", "gunicorn")
+#: Worker processes of a multi-worker server.
+WORKERS = 2
 #: Debian's Chromium, which the browser tests drive through Playwright.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -143,6 +147,37 @@ def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1
             *extra_args,
             "project.asgi:application",
         ]
+    if kind == "hypercorn":
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return [str(bindir / "hypercorn"), "--bind", bind, *extra_args, "project.asgi:application"]
+    if kind == "uvicorn-workers":
+        # uvicorn's own supervisor with WORKERS worker processes on one listening socket.
+        return [*_command("uvicorn", port, ["--workers", str(WORKERS), *extra_args], host)]
+    if kind == "gunicorn":
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return [
+            str(bindir / "gunicorn"),
+            "--worker-class",
+            "uvicorn.workers.UvicornWorker",
+            "--workers",
+            str(WORKERS),
+            "--bind",
+            bind,
+            *extra_args,
+            "project.asgi:application",
+        ]
+    if kind == "granian":
+        return [
+            str(bindir / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *extra_args,
+            "project.asgi:application",
+        ]
     if kind == "runserver":
         return [sys.executable, "manage.py", "runserver", "--noreload", f"{host}:{port}", *extra_args]
     if kind == "runserver-autoreload":
@@ -231,6 +266,18 @@ def run_ctl(env: dict[str, str], *args: str, timeout: float = 60) -> Any:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])["result"]
 
 
+def private_database(env: dict[str, str], path: Path) -> dict[str, str]:
+    """``env`` with a migrated SQLite database of its own at ``path`` (unchanged on PostgreSQL),
+    so that no other test's server takes part in the cluster of the servers started with it."""
+    env = dict(env)
+    if "SQLITE_PATH" in env:
+        env["SQLITE_PATH"] = str(path)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+        )
+    return env
+
+
 @dataclass
 class Cluster:
     """Two server processes (daphne and uvicorn) sharing a Redis and a database."""
@@ -249,12 +296,7 @@ def cluster(request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path: 
     The pair has a database of its own, so that no other test's server takes part in its
     cluster (reaping its dead, for instance).
     """
-    env = dict(base_env)
-    if "SQLITE_PATH" in env:
-        env["SQLITE_PATH"] = str(tmp_path / "cluster.sqlite3")
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
-        )
+    env = private_database(base_env, tmp_path / "cluster.sqlite3")
     if request.param == "embedded":
         env.pop("REDIS_URL")
         env["WSGROUPS_TEST_EMBEDDED_REDIS"] = "1"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from django.core.asgi import get_asgi_application as django_asgi_application
+from django.core.checks import CheckMessage
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 from .checks import check_migrations, startup_errors
 
@@ -17,6 +22,25 @@ if TYPE_CHECKING:
 __all__ = ["get_asgi_application"]
 
 logger = logging.getLogger("wsgroups")
+
+
+def _outside_event_loop(check: Callable[[], list[CheckMessage]]) -> list[CheckMessage]:
+    """Run a check that queries the database, in a thread of its own when an event loop is
+    running here: ``uvicorn --workers N`` and gunicorn's uvicorn worker load the application
+    from their event loop, where Django refuses database queries."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return check()
+
+    def check_and_close() -> list[CheckMessage]:
+        try:
+            return check()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="wsgroups-checks") as pool:
+        return pool.submit(check_and_close).result()
 
 
 def get_asgi_application() -> ProtocolRouter:
@@ -29,7 +53,9 @@ def get_asgi_application() -> ProtocolRouter:
     When the process runs daphne (its command line or ``runserver``), this also installs
     :mod:`wsgroups.servers.daphne`, which makes daphne send 101 headers, close reasons,
     every close code and full rejection responses; under uvicorn it installs
-    :mod:`wsgroups.servers.uvicorn`, which bounds request heads in time and size.
+    :mod:`wsgroups.servers.uvicorn`, which bounds request heads in time and size; under
+    hypercorn, :mod:`wsgroups.servers.hypercorn`, which passes a client's close code and
+    reason on.
     """
     http = django_asgi_application()
     errors = startup_errors()
@@ -38,7 +64,7 @@ def get_asgi_application() -> ProtocolRouter:
         raise ImproperlyConfigured(
             "wsgroups cannot start:\n" + "\n".join(f"  {e.id}: {e.msg} HINT: {e.hint or '-'}" for e in errors)
         )
-    for warning in check_migrations():
+    for warning in _outside_event_loop(check_migrations):
         logger.warning("%s: %s HINT: %s", warning.id, warning.msg, warning.hint)
 
     # Imported once Django is set up: the application loads the models.
@@ -52,4 +78,8 @@ def get_asgi_application() -> ProtocolRouter:
         from .servers import uvicorn
 
         uvicorn.install()
+    if any(name.startswith("hypercorn.") for name in sys.modules):
+        from .servers import hypercorn
+
+        hypercorn.install()
     return ProtocolRouter(http)  # type: ignore[arg-type]  # Django's stubs type scope as dict
