@@ -132,7 +132,7 @@ class Server:
         return int(self.process.returncode)
 
 
-def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1") -> list[str]:
+def server_command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1") -> list[str]:
     bindir = Path(sys.executable).parent
     if kind == "daphne":
         return [str(bindir / "daphne"), "-b", host, "-p", str(port), *extra_args, "project.asgi:application"]
@@ -152,7 +152,7 @@ def _command(kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1
         return [str(bindir / "hypercorn"), "--bind", bind, *extra_args, "project.asgi:application"]
     if kind == "uvicorn-workers":
         # uvicorn's own supervisor with WORKERS worker processes on one listening socket.
-        return [*_command("uvicorn", port, ["--workers", str(WORKERS), *extra_args], host)]
+        return [*server_command("uvicorn", port, ["--workers", str(WORKERS), *extra_args], host)]
     if kind == "gunicorn":
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return [
@@ -209,7 +209,7 @@ def start_server(
         full_env["WSGROUPS_TEST_EXTRA_HOSTS"] = host
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _command(kind, port, extra_args or [], host),
+            server_command(kind, port, extra_args or [], host),
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import MULTI_WORKER_KINDS, WORKERS, Server, private_database, run_ctl, start_server
+from .conftest import MULTI_WORKER_KINDS, ROOT, WORKERS, Server, private_database, run_ctl, server_command, start_server
+from .services import free_port
 from .wsclient import close_of, raw_handshake, read_server_frame
 
 pytestmark = pytest.mark.e2e
@@ -241,3 +243,21 @@ def test_a_worker_killed_with_sigkill_has_its_sockets_reaped_once(
     assert all(r["pid"] != victim for r in disconnects if r["id"] in doomed)
     # The supervisor starts a new worker in its place, which joins the cluster.
     assert len(wait_for_members(server, env, WORKERS)) == WORKERS, server.log()
+
+
+def test_granian_refuses_to_start_and_says_why(base_env: dict[str, str]) -> None:
+    """granian's 101 drops the accept's headers: its worker cannot load the application, and
+    granian exits (it listens before its worker loads the application, so the port tells nothing)."""
+    command = server_command("granian", free_port(), [])
+    granian = subprocess.Popen(
+        command, cwd=ROOT, env=base_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        log = granian.communicate(timeout=60)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(granian.pid, signal.SIGKILL)
+        log = granian.communicate(timeout=10)[0].decode(errors="replace")
+        raise AssertionError(f"granian kept serving for 60 s:\n{log}") from None
+    assert granian.returncode == 1, log
+    assert "django.core.exceptions.ImproperlyConfigured: wsgroups cannot run under granian" in log, log
+    assert "headers of websocket.accept" in log

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from .checks import check_migrations, startup_errors
+from .servers import granian
 
 if TYPE_CHECKING:
     from .routing import ProtocolRouter
@@ -48,7 +49,8 @@ def get_asgi_application() -> ProtocolRouter:
 
     Raises :class:`~django.core.exceptions.ImproperlyConfigured` listing the errors of the
     wiring and settings system checks (``wsgroups.E0xx``), so servers that run no checks
-    refuse a configuration ``manage.py check`` would refuse.
+    refuse a configuration ``manage.py check`` would refuse; and under granian, which
+    cannot carry the model (see :mod:`wsgroups.servers.granian`).
 
     When the process runs daphne (its command line or ``runserver``), this also installs
     :mod:`wsgroups.servers.daphne`, which makes daphne send 101 headers, close reasons,
@@ -57,6 +59,7 @@ def get_asgi_application() -> ProtocolRouter:
     hypercorn, :mod:`wsgroups.servers.hypercorn`, which passes a client's close code and
     reason on.
     """
+    granian.refuse_if_running()
     http = django_asgi_application()
     errors = startup_errors()
     if errors:
