@@ -25,7 +25,12 @@ from .wsclient import OP_CLOSE, build_frame, close_payload
 
 
 class StockStream(WSStream):  # type: ignore[misc]
-    """hypercorn's stream as it ships."""
+    """hypercorn's stream as it ships, even once a test here has installed the adapter on
+    hypercorn's own class: its original method, and a plain attribute for ``app_put``."""
+
+    _send_wsproto_event = WSStream._send_wsproto_event
+    app_put = None
+    _wsgroups_adapted = False
 
 
 class AdaptedStream(WSStream):  # type: ignore[misc]

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import uvicorn
 import websockets
 from django.conf import settings
 from django.test import override_settings
@@ -21,6 +22,8 @@ from uvicorn.server import ServerState
 
 from wsgroups.handshake import head_refusal
 from wsgroups.servers import uvicorn as adapter
+
+UVICORN_VERSION = tuple(int(part) for part in uvicorn.__version__.split(".")[:2])
 
 HTTP_CLASSES = (H11Protocol, HttpToolsProtocol)
 ADAPTED_CLASSES = (*HTTP_CLASSES, WebSocketsSansIOProtocol)
@@ -480,7 +483,9 @@ def test_refusal_sent_in_parts_completes_the_handshake_only_at_the_last_part(ins
         return seen, transport
 
     seen, transport = asyncio.run(scenario())
-    assert seen == [False, True]
+    # uvicorn 0.55 marks the handshake complete itself at the response's start; before it,
+    # the adapter does so at the last part.
+    assert seen[1] is True and (seen[0] is False or UVICORN_VERSION >= (0, 55))
     assert transport.buffer.endswith(b"\r\n\r\nab")
 
 
