@@ -2,8 +2,8 @@
 
 granian (2.x) answers ``websocket.accept`` with a 101 that carries none of the message's
 headers, so the cookies, headers and session cookie a view passes to ``send_upgrade()``
-never reach the client, and frames wsgroups sends on its sockets were seen not to arrive
-either. Sockets that half work would lose what applications send without a word, so
+never reach the client. Sockets that half work would lose what applications send them
+without a word, so
 :func:`wsgroups.asgi.get_asgi_application` calls :func:`refuse_if_running`, which raises
 ``ImproperlyConfigured`` in a process that runs granian; granian then stops (its worker
 cannot load the application) and prints why.
