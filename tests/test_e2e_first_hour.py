@@ -9,7 +9,7 @@ by ``django-admin startproject`` and ``manage.py startapp``, the settings, ``asg
 ``urls.py`` are edited as the README's Wiring block says (its ``...`` kept as what
 startproject wrote), and the README's ``wstest`` view and handlers are copied into the app,
 taken from the README itself: when the README changes, this test follows it. Then:
-``manage.py check``, migrate, a user, ``runserver`` with its autoreloader, a login over plain HTTP, a
+migrate, ``manage.py check``, a user, ``runserver`` with its autoreloader, a login over plain HTTP, a
 same-origin WebSocket with the session cookie, the registry's record of the user, and
 Ctrl-C (SIGINT to runserver's process group), which must close the socket with 1001.
 """
@@ -267,7 +267,7 @@ def check_distributions(dist: Path, install_line: str) -> None:
     classifiers = re.findall(r'^    "(\S[^"]* :: [^"]+)",$', pyproject, re.MULTILINE)
     assert "Framework :: Django :: 5.2" in classifiers, classifiers
     wheel_name, sdist_name = f"wsgroups-{version}-py3-none-any.whl", f"wsgroups-{version}.tar.gz"
-    assert sorted(p.name for p in dist.iterdir()) == [sdist_name, wheel_name]
+    assert sorted(p.name for p in dist.iterdir()) == sorted([sdist_name, wheel_name])
     assert install_line.endswith(f"dist/{wheel_name}"), f"README.md installs another version: {install_line}"
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "wsgroups").rglob("*.py"))
     with zipfile.ZipFile(dist / wheel_name) as wheel:
@@ -336,11 +336,12 @@ def test_first_hour_by_the_readme(tmp_path: Path, redis_server: RedisServer) -> 
     assert "DEBUG = True" in settings_before and "DEBUG = True" in settings
     assert "ALLOWED_HOSTS = []" in settings
 
-    # 3. check, migrate, a user, and runserver with its autoreloader, in a session of its own.
+    # 3. migrate, check (not even a warning: before migrate, W005 says to run it), a user, and
+    #    runserver with its autoreloader, in a session of its own.
     python = str(venv / "bin" / "python")
+    run(command(readme_command(wiring, "python manage.py migrate"), venv, {}), project, env, timeout=120)
     checked = run(command(readme_command(wiring, "python manage.py check"), venv, {}), project, env, timeout=120)
     assert "System check identified no issues (0 silenced)." in checked, checked
-    run(command(readme_command(wiring, "python manage.py migrate"), venv, {}), project, env, timeout=120)
     create_user = (
         "from django.contrib.auth.models import User; "
         f"User.objects.create_user({USERNAME!r}, password={PASSWORD!r}, is_staff=True)"
