@@ -4,6 +4,7 @@ pseudo-terminal, as when a newcomer runs ``./dev.sh demo``."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import pty
 import re
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -426,6 +429,30 @@ def test_the_page_reconnects_with_backoff_and_says_so(demo: Demo, browser: objec
     page.wait_for_function(f"document.getElementById('my-id').textContent !== '{first}'", timeout=15_000)
     _wait_text(page, "#status", "connected to")
     page.close()
+
+
+def test_the_banner_says_where_staff_scrape_the_metrics(demo: Demo) -> None:
+    found = re.search(r"metrics\s+(http://127\.0\.0\.1:(\d+)/metrics)\s.*staff only", demo.output)
+    assert found, demo.output
+    url, base = found.group(1), demo.url(0).rstrip("/")
+    assert int(found.group(2)) == demo.ports[0]
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    # Anonymous visitors are sent to the admin's login.
+    with opener.open(url, timeout=30) as response:
+        assert "/admin/login/" in response.url
+        page = response.read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token, page
+    form = {"csrfmiddlewaretoken": token.group(1), "username": "demo", "password": demo.password(), "next": "/metrics"}
+    request = urllib.request.Request(f"{base}/admin/login/?next=/metrics", data=urllib.parse.urlencode(form).encode())
+    with opener.open(request, timeout=30) as response:
+        assert response.url == url
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        body = response.read().decode()
+    for name in ("wsgroups_processes_live", "wsgroups_sockets_open", "wsgroups_messages_received_total"):
+        assert f"# TYPE {name} " in body, body
+    assert re.search(r'^wsgroups_processes_live\{kind="broadcaster"\} 1\.0$', body, re.MULTILINE), body
 
 
 def test_ctrl_c_stops_every_demo_process_and_the_console_stayed_calm(demo: Demo) -> None:

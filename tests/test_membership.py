@@ -17,6 +17,7 @@ from wsgroups.handlers import HandlerRegistry
 from wsgroups.ids import make_id
 from wsgroups.inbox import Inbox
 from wsgroups.membership import heartbeat_loop, join
+from wsgroups.metrics import read_snapshot
 from wsgroups.outbox import LocalSocket
 
 ACCEPT = {"type": "websocket.accept"}
@@ -37,12 +38,14 @@ class FakeCluster:
         self.reaps = list(reaps)  # lists of (id, group, session_key), one per beat; then []
         self.reaped_here = set(reaped_here)  # IDs of this process's sockets another process reaped
         self.heartbeats = []
+        self.metrics = []  # what each beat carried for monitoring
         self.reaped_by = []
         self.prunes = 0
         self.events = []  # "beat" and "reap", in the order they happened
 
-    def heartbeat(self, process_id, rate_in, rate_out, limit_events):
+    def heartbeat(self, process_id, rate_in, rate_out, limit_events, metrics):
         self.heartbeats.append((process_id, rate_in, rate_out, limit_events))
+        self.metrics.append(metrics)
         self.events.append("beat")
         outcome = self.beats.pop(0) if self.beats else True
         if isinstance(outcome, Exception):
@@ -152,6 +155,25 @@ def test_heartbeat_reports_rates_and_only_nonzero_limit_counts(runtime, fake_clu
     assert in_1 > 0 and out_1 > 0 and in_1 > out_1
     assert (in_2, out_2) == (0.0, 0.0)  # nothing arrived since the first beat
     assert limits_1 == limits_2 == {"rate_limited": 3}
+
+
+@override_settings(WSGROUPS=FAST)
+def test_heartbeat_carries_the_monitoring_counters(runtime, fake_cluster):
+    fake = fake_cluster()
+    runtime.stats["frames_in"] = 7
+    runtime.stats["frames_out"] = 8
+    runtime.stats["origin_refused"] = 2
+    runtime.count_close(1000)
+    runtime.count_close(1000)
+    runtime.count_close(4001)
+    runtime.handler_times.observe(0.01)
+    run_beats(runtime, lambda: len(fake.heartbeats) >= 2)
+    counted = read_snapshot(fake.metrics[0])
+    assert (counted.received, counted.sent) == (7, 8)
+    assert counted.closes == {1000: 2, 4001: 1}
+    assert counted.refusals["origin"] == 2
+    assert sum(counted.handler_counts) == 1
+    assert counted.layer_errors == 0  # no transport here
 
 
 @override_settings(WSGROUPS=FAST)

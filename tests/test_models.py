@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from wsgroups.cluster import write_registry
 from wsgroups.ids import make_id
+from wsgroups.metrics import read_snapshot
 from wsgroups.models import BroadcastSubscription, Connection, IdBlock, Process
 
 pytestmark = pytest.mark.django_db
@@ -229,3 +230,17 @@ def test_write_registry_ignores_a_row_written_twice_and_an_empty_batch():
     write_registry(process.pk, [Entry(make_id(8, 1), group="other")], [])  # no IntegrityError
     write_registry(process.pk, [], [])
     assert list(Connection.objects.values_list("pk", "group")) == [(entry.id, "chat")]
+
+
+@pytest.mark.django_db
+def test_a_process_of_the_previous_version_registers_without_the_metrics_column() -> None:
+    """During a rollout, processes that do not know ``Process.metrics`` still insert their row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO wsgroups_process (hostname, pid, kind, channel_name, started_at,"
+            " messages_in_per_s, messages_out_per_s, limit_events) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            ["old", 1, "server", "", timezone.now(), 0.0, 0.0, "{}"],
+        )
+    process = Process.objects.get(hostname="old")
+    assert process.metrics is None
+    assert read_snapshot(process.metrics).received == 0

@@ -390,6 +390,7 @@ def test_queue_raises_while_the_layer_is_unreachable_and_recovers():
         assert time.monotonic() - started < 1
         assert transport.healthy is False
         assert transport.stats["ops_failed"] == 2
+        assert transport.stats["layer_errors"] >= 1  # every failed attempt, retries included
         with pytest.raises(TransportError, match="unreachable"):
             transport.queue(1, ops.Send(1, "y"))
         with pytest.raises(TransportError, match="unreachable"):

@@ -33,7 +33,7 @@ from django.http import (
 )
 from django.urls import set_script_prefix
 
-from .codes import NO_STATUS_RECEIVED, CloseCode, Closing, close_for
+from .codes import ABNORMAL_CLOSURE, NO_STATUS_RECEIVED, CloseCode, Closing, close_for
 from .conf import conf
 from .dispatch import dispatch, handler_socket, run_disconnect
 from .handled import HANDLED
@@ -139,11 +139,13 @@ class WebSocketApplication:
             return
         can_respond = RESPONSE_EXTENSION in (scope.get("extensions") or {})
         if runtime.shutting_down:
+            runtime.stats["shutdown_refused"] += 1
             await self.send_rejection(send, _unavailable("Server is shutting down."), None, can_respond)
             return
         origin = _header(scope, b"origin")
         allowed_hosts = django_allowed_hosts(settings.ALLOWED_HOSTS, settings.DEBUG)
         if not origin_allowed(origin, allowed_hosts, conf.ALLOWED_ORIGINS):
+            runtime.stats["origin_refused"] += 1
             runtime.log_refusal("WebSocket upgrade to %s refused: origin %r is not allowed", scope.get("path"), origin)
             await self.send_rejection(send, HttpResponseForbidden("Origin not allowed."), None, can_respond)
             return
@@ -189,6 +191,7 @@ class WebSocketApplication:
             return
         response, body = await decision  # upgraded: the view may still be finishing its work
         if not upgrade.upgraded:
+            runtime.stats["view_rejected"] += 1
             await self.send_rejection(send, response, body, can_respond)
             return
         if response is not HANDLED:
@@ -288,6 +291,7 @@ class WebSocketApplication:
                 sock.close_code = sock.close_code or CloseCode.GOING_AWAY
             sock.state = SocketState.CLOSED
             runtime.remove(sock)
+            runtime.count_close(sock.close_code if sock.close_code is not None else ABNORMAL_CLOSURE)
             if not sock.reaped:
                 await run_disconnect(runtime, sock.id, sock.group, sock.session_key)
             sock.closed.set()

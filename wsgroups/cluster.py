@@ -92,9 +92,11 @@ def heartbeat(
     messages_in_per_s: float = 0.0,
     messages_out_per_s: float = 0.0,
     limit_events: dict[str, int] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> bool:
-    """Refresh this process's heartbeat, message rates and limit counts; False if another
-    process already declared it dead."""
+    """Refresh this process's heartbeat, message rates, limit counts and monitoring
+    counters (:func:`wsgroups.metrics.snapshot`); False if another process already
+    declared it dead."""
     fields: dict[str, Any] = {
         "heartbeat_at": timezone.now(),
         "messages_in_per_s": messages_in_per_s,
@@ -102,6 +104,8 @@ def heartbeat(
     }
     if limit_events is not None:
         fields["limit_events"] = limit_events
+    if metrics is not None:
+        fields["metrics"] = metrics
     updated = Process.objects.filter(pk=process_id, stopped_at__isnull=True).update(**fields)
     return bool(updated)
 

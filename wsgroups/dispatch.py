@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -49,6 +50,7 @@ def _run_sync(func: Any, *args: Any) -> Any:
 async def run_handler(runtime: Runtime, handler: Handler, ws: WebSocket, *args: Any) -> bool:
     """Run one handler here with ``WebSocket.current`` set; log and return False if it raised."""
     token = current_socket.set(ws)
+    started = perf_counter()
     try:
         if handler.is_async:
             await handler.func(*args, ws)
@@ -63,6 +65,7 @@ async def run_handler(runtime: Runtime, handler: Handler, ws: WebSocket, *args: 
         )
         return False
     finally:
+        runtime.handler_times.observe(perf_counter() - started)
         current_socket.reset(token)
 
 

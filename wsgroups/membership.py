@@ -1,9 +1,10 @@
 """A process's membership of the cluster: joining it, heartbeats, and reaping the dead.
 
-Every ``HEARTBEAT_INTERVAL`` a member refreshes its heartbeat (with its message rates
-and limit counts), claims the processes whose heartbeat is older than
-``PROCESS_TIMEOUT`` and runs the disconnect handlers of their sockets — each dead
-process is claimed by exactly one member — and prunes old registry rows once a minute.
+Every ``HEARTBEAT_INTERVAL`` a member refreshes its heartbeat (with its message rates,
+limit counts and monitoring counters, :mod:`wsgroups.metrics`), claims the processes
+whose heartbeat is older than ``PROCESS_TIMEOUT`` and runs the disconnect handlers of
+their sockets — each dead process is claimed by exactly one member — and prunes old
+registry rows once a minute.
 A member that finds itself declared dead closes its sockets without running their
 handlers again (another member did) and rejoins as a new process.
 """
@@ -49,7 +50,8 @@ async def heartbeat_loop(runtime: Runtime) -> None:
             counted_at, frames_in, frames_out = now, stats["frames_in"], stats["frames_out"]
             limit_events = {name: stats[name] for name in LIMIT_COUNTERS if stats[name]}
             assert runtime.process_id is not None
-            if not await in_thread(cluster.heartbeat)(runtime.process_id, *rates, limit_events):
+            metrics = runtime.metrics_snapshot()
+            if not await in_thread(cluster.heartbeat)(runtime.process_id, *rates, limit_events, metrics):
                 await _rejoin(runtime)
             for socket_id, group, session_key in await in_thread(cluster.reap_dead_processes)(runtime.process_id):
                 stats["reaped"] += 1

@@ -26,6 +26,11 @@ class Process(models.Model):
     #: Connections refused and sockets closed by the limits since the process started, by
     #: reason (see :data:`wsgroups.runtime.LIMIT_COUNTERS`); written with each heartbeat.
     limit_events = models.JSONField(default=dict, blank=True)
+    #: Monitoring counters since the process started (messages, closes by code, refusals by
+    #: reason, channel-layer errors, handler times), written with each heartbeat; see
+    #: :mod:`wsgroups.metrics` and ``wsgroups.views.metrics``. Nullable, so that processes of
+    #: the previous version (which do not know the column) can still register during a rollout.
+    metrics = models.JSONField(default=dict, blank=True, null=True)
 
     class Meta:
         ordering: ClassVar = ["-started_at"]

@@ -7,7 +7,8 @@ server makes it wait (its write buffer is full) does the rest continue in a task
 client that stops reading fills the outbox; at its limit the socket is closed with 1013
 and the ``on_overflow`` callback is told, so the event is logged and counted.
 
-The outbox needs only its limit, a counters dict (``frames_out``) and that callback:
+The outbox needs only its limit, a counters dict (``frames_out``: messages handed to the
+server, not the 101 or the close) and that callback:
 the process's socket tables, IDs and cluster duties live elsewhere.
 """
 
@@ -236,7 +237,8 @@ class LocalSocket:
             counters = self.counters
             while self.outbox:
                 message = self.outbox.popleft()
-                counters["frames_out"] += 1
+                if message["type"] == "websocket.send":  # data frames, not the 101 or the close
+                    counters["frames_out"] += 1
                 coroutine = cast("Coroutine[Any, Any, None]", self._send(message))
                 try:
                     waiting = coroutine.send(None)

@@ -28,12 +28,14 @@ from .conf import conf
 from .ids import MAX_SEQUENCE, make_id
 from .layers import make_layer
 from .limits import ConnectionCounter
+from .metrics import HandlerTimes, snapshot
 from .outbox import ASGISend, LocalSocket
 from .socket_table import SocketTable
 from .transport import OpsHandler, Transport
 
 __all__ = [
     "LIMIT_COUNTERS",
+    "REFUSAL_COUNTERS",
     "Runtime",
     "at_exit",
     "cluster_transport",
@@ -50,7 +52,19 @@ T = TypeVar("T")
 #: refused at a connection limit or for a slow view, sockets closed for a full group, for
 #: their message rate, or for not reading.
 LIMIT_COUNTERS = ("refused_at_limit", "handshake_timeouts", "group_full", "rate_limited", "outbox_overflows")
-_COUNTERS = ("opened", "closed", "sends_to_dead", "reaped", "frames_in", "frames_out", *LIMIT_COUNTERS)
+#: Upgrades refused for their origin or because the server is stopping, and upgrades the
+#: view answered with a response of its own (counted for monitoring, not limits).
+REFUSAL_COUNTERS = ("origin_refused", "shutdown_refused", "view_rejected")
+_COUNTERS = (
+    "opened",
+    "closed",
+    "sends_to_dead",
+    "reaped",
+    "frames_in",
+    "frames_out",
+    *LIMIT_COUNTERS,
+    *REFUSAL_COUNTERS,
+)
 
 #: Seconds during which further limit refusals are counted but not logged.
 REFUSAL_LOG_INTERVAL = 10.0
@@ -66,6 +80,10 @@ class Runtime:
         self.loop = loop
         self.stats: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.table = SocketTable(self.stats)
+        #: Sockets of this process that ended, by close code.
+        self.closes: dict[int, int] = {}
+        #: How long handler calls run here.
+        self.handler_times = HandlerTimes()
         #: Connections of this process, handshakes in progress included, by client address.
         self.connections = ConnectionCounter()
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
@@ -96,6 +114,14 @@ class Runtime:
     @property
     def started(self) -> bool:
         return self._started
+
+    def count_close(self, code: int) -> None:
+        self.closes[code] = self.closes.get(code, 0) + 1
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This process's counters as its heartbeat writes them (``Process.metrics``)."""
+        layer_errors = self.transport.stats["layer_errors"] if self.transport is not None else 0
+        return snapshot(self.stats, self.closes, layer_errors, self.handler_times)
 
     def log_refusal(self, message: str, *args: Any) -> None:
         """Log a connection refused or closed by a limit, at most one line per 10 s: a flood

@@ -67,7 +67,7 @@ class Transport:
         self.on_ops: OpsHandler | None = None
         self.healthy = True
         self.stats: dict[str, int] = dict.fromkeys(
-            ("batches_out", "ops_out", "ops_in", "ops_failed", "ops_to_dead", "batches_repeated"), 0
+            ("batches_out", "ops_out", "ops_in", "ops_failed", "ops_to_dead", "batches_repeated", "layer_errors"), 0
         )
         self._pending: deque[tuple[Destination, ops.Op]] = deque()
         self._scheduled = False
@@ -260,13 +260,16 @@ class Transport:
                 self._set_healthy(True)
                 return True
             except ChannelFull:
+                self.stats["layer_errors"] += 1
                 problem = "channel full"
             except (OSError, ConnectionError, TimeoutError) as exc:
+                self.stats["layer_errors"] += 1
                 problem = repr(exc)
                 self._set_healthy(False)
             except Exception as exc:  # redis-py's errors do not all derive from OSError
                 if type(exc).__module__.split(".")[0] != "redis":
                     raise
+                self.stats["layer_errors"] += 1
                 problem = repr(exc)
                 self._set_healthy(False)
             if time.monotonic() + delay > deadline:
@@ -285,6 +288,7 @@ class Transport:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.stats["layer_errors"] += 1
                 self._set_healthy(False)
                 now = time.monotonic()
                 if now - self._last_error_log > 5:

@@ -1,6 +1,11 @@
 from django.urls import include, path
 
+from wsgroups.views import metrics, require_bearer_token
+
 from . import views
+
+#: The token the metrics view of the test servers asks for.
+METRICS_TOKEN = "metrics-test-token"
 
 urlpatterns = [
     path("ws/<str:group>", views.upgrade),
@@ -16,5 +21,6 @@ urlpatterns = [
     path("disconnect/<str:group>", views.disconnect_group),
     path("send/<int:socket_id>", views.send_to),
     path("is-dead/<int:socket_id>", views.is_dead),
+    path("metrics", require_bearer_token(METRICS_TOKEN)(metrics)),
     path("", include("project.urls")),
 ]

@@ -108,6 +108,8 @@ class Command(BaseCommand):
                     "              (two server processes: chat across them in two tabs)",
                     f"  /wstest     ws://{host}:{ports[0]}/wstest",
                     f"  admin       http://{host}:{ports[0]}/admin/   user: demo   password: {password}",
+                    f"  metrics     http://{host}:{ports[0]}/metrics   (Prometheus text, whole cluster; staff only:"
+                    " log in to the admin first)",
                     f"  handlers    {handlers}",
                     f"  Redis       {redis_url}",
                     "",
