@@ -8,7 +8,8 @@ cookies and headers, refusals, close codes and reasons both ways, the disconnect
 once, sends by ID from another process and group broadcasts. The multi-worker servers
 also show that every worker joins the cluster at startup, that a send by ID reaches a
 socket whichever worker holds it, and that a worker killed with SIGKILL has its sockets
-reaped by the others.
+reaped by the others. Each server's last test stops it with SIGTERM: 1001 for every
+client, each disconnect handler once. granian must refuse to start.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import async_timeout
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from .conftest import MULTI_WORKER_KINDS, ROOT, WORKERS, Server, private_database, run_ctl, server_command, start_server
 from .services import free_port
@@ -243,6 +246,39 @@ def test_a_worker_killed_with_sigkill_has_its_sockets_reaped_once(
     assert all(r["pid"] != victim for r in disconnects if r["id"] in doomed)
     # The supervisor starts a new worker in its place, which joins the cluster.
     assert len(wait_for_members(server, env, WORKERS)) == WORKERS, server.log()
+
+
+def test_sigterm_closes_every_socket_with_1001_and_runs_each_disconnect_handler_once(
+    other_server: tuple[Server, dict[str, str]],
+) -> None:
+    """The server's last test: SIGTERM to its process group, as a service manager stops it."""
+    server, env = other_server
+
+    async def scenario() -> list[tuple[int, int | None]]:
+        opened = [await _open(server) for _ in range(4)]
+
+        async def closed(ws: ClientConnection, socket_id: int) -> tuple[int, int | None]:
+            try:
+                async with async_timeout.timeout(20):
+                    while True:
+                        await ws.recv()
+            except ConnectionClosed as exc:
+                return socket_id, exc.rcvd.code if exc.rcvd else None
+            raise AssertionError("unreachable")
+
+        waiters = [asyncio.create_task(closed(ws, socket_id)) for ws, socket_id in opened]
+        await asyncio.sleep(0.2)
+        os.killpg(server.process.pid, signal.SIGTERM)
+        return list(await asyncio.gather(*waiters))
+
+    results = asyncio.run(scenario())
+    assert [code for _, code in results] == [1001] * len(results), server.log()
+    server.process.wait(30)
+    ids = [socket_id for socket_id, _ in results]
+    server.wait_for_events(lambda rows: {r["id"] for r in rows if r["event"] == "disconnect"} >= set(ids), 5)
+    disconnects = server.events("disconnect")
+    assert [sum(1 for r in disconnects if r["id"] == socket_id) for socket_id in ids] == [1] * len(ids)
+    assert run_ctl(env, "live-pids", "server") == []  # every worker recorded itself as stopped
 
 
 def test_granian_refuses_to_start_and_says_why(base_env: dict[str, str]) -> None:
