@@ -2,7 +2,11 @@
 # ./dev.sh demo   set up .venv, then run the whole demo: two daphne servers (8000, 8001) and
 #                 wsbroadcast on an embedded Redis (or REDIS_URL); --worker adds runworker and
 #                 runs the handlers there; Ctrl-C stops all
-# ./dev.sh test   set up .venv (and Chromium, PostgreSQL, nginx), run ruff, mypy and the whole test suite (extra args go to pytest)
+# ./dev.sh test   set up .venv (and Chromium, PostgreSQL, nginx), run ruff, mypy and the whole test suite (extra args go to
+#                 pytest); without extra args, then the unit tests and a short end-to-end subset on the oldest and the
+#                 newest Python this machine has of those wsgroups claims (nox -t ci; a missing one is reported skipped)
+# ./dev.sh matrix set up .venv, then run the tests on every claimed Python x Django combination this machine has
+#                 (nox -t matrix; extra args go to nox, e.g. -s tests-3.13-django6.1 -- tests/test_e2e_servers.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,10 +42,21 @@ case "$command" in
     fi
     .venv/bin/ruff check .
     .venv/bin/mypy
-    exec .venv/bin/python -m pytest "$@"
+    if [ "$#" -gt 0 ]; then
+      exec .venv/bin/python -m pytest "$@"
+    fi
+    .venv/bin/python -m pytest
+    exec .venv/bin/nox --no-color -t ci
+    ;;
+  matrix)
+    setup
+    if [ "$#" -gt 0 ]; then
+      exec .venv/bin/nox --no-color "$@"
+    fi
+    exec .venv/bin/nox --no-color -t matrix
     ;;
   *)
-    echo "usage: ./dev.sh demo | ./dev.sh test [pytest args]" >&2
+    echo "usage: ./dev.sh demo | ./dev.sh test [pytest args] | ./dev.sh matrix [nox args]" >&2
     exit 2
     ;;
 esac

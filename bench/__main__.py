@@ -139,8 +139,8 @@ def _run_loop(coroutine: Coroutine[Any, Any, list[Record]]) -> list[Record]:
         import uvloop
     except ImportError:
         return asyncio.run(coroutine)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
+    result: list[Record] = uvloop.run(coroutine)  # asyncio.Runner(loop_factory=) is 3.11+
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     for old_log in log_dir.glob("*.log"):
         old_log.unlink()
-    started = datetime.datetime.now(datetime.UTC)
+    started = datetime.datetime.now(datetime.timezone.utc)
     samples: list[dict[str, Any]] = []
     redis_url = None if args.private_redis else (args.redis_url or DEFAULT_REDIS)
     client.offer_compression(args.permessage_deflate)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([Path(sys.executable).name, "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     run_info = {
         "started": started.isoformat(timespec="seconds"),
-        "seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
+        "seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1),
         "command": command,
         "fd_limit": fd_limit,
         "logs": str(log_dir),

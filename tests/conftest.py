@@ -30,6 +30,10 @@ SERVER_KINDS = ("daphne", "uvicorn")
 DEFAULT_APPLICATION = "project.asgi:application"
 #: The test project with Channels consumers beside the views (``channels=``).
 CHANNELS_APPLICATION = "tests.asgi:application"
+#: Servers that run several worker processes behind one port (tests/test_e2e_servers.py).
+MULTI_WORKER_KINDS = ("uvicorn-workers", "gunicorn")
+#: Worker processes of a multi-worker server.
+WORKERS = 2
 #: Debian's Chromium, which the browser tests drive through Playwright.
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -133,7 +137,7 @@ class Server:
         return int(self.process.returncode)
 
 
-def _command(
+def server_command(
     kind: str, port: int, extra_args: list[str], host: str = "127.0.0.1", application: str = DEFAULT_APPLICATION
 ) -> list[str]:
     bindir = Path(sys.executable).parent
@@ -152,7 +156,35 @@ def _command(
         ]
     if kind == "hypercorn":
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return [str(bindir / "hypercorn"), "--bind", bind, *extra_args, "project.asgi:application"]
+        return [str(bindir / "hypercorn"), "--bind", bind, *extra_args, application]
+    if kind == "uvicorn-workers":
+        # uvicorn's own supervisor with WORKERS worker processes on one listening socket.
+        return [*server_command("uvicorn", port, ["--workers", str(WORKERS), *extra_args], host, application)]
+    if kind == "gunicorn":
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return [
+            str(bindir / "gunicorn"),
+            "--worker-class",
+            "uvicorn.workers.UvicornWorker",
+            "--workers",
+            str(WORKERS),
+            "--bind",
+            bind,
+            *extra_args,
+            application,
+        ]
+    if kind == "granian":
+        return [
+            str(bindir / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *extra_args,
+            application,
+        ]
     if kind == "runserver":
         return [sys.executable, "manage.py", "runserver", "--noreload", f"{host}:{port}", *extra_args]
     if kind == "runserver-autoreload":
@@ -190,7 +222,7 @@ def start_server(
         full_env["WSGROUPS_TEST_ASGI_APPLICATION"] = application.replace(":", ".")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            _command(kind, port, extra_args or [], host, application),
+            server_command(kind, port, extra_args or [], host, application),
             cwd=ROOT,
             env=full_env,
             stdout=log,
@@ -247,6 +279,18 @@ def run_ctl(env: dict[str, str], *args: str, timeout: float = 60) -> Any:
     return json.loads(done.stdout.decode().strip().splitlines()[-1])["result"]
 
 
+def private_database(env: dict[str, str], path: Path) -> dict[str, str]:
+    """``env`` with a migrated SQLite database of its own at ``path`` (unchanged on PostgreSQL),
+    so that no other test's server takes part in the cluster of the servers started with it."""
+    env = dict(env)
+    if "SQLITE_PATH" in env:
+        env["SQLITE_PATH"] = str(path)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+        )
+    return env
+
+
 @dataclass
 class Cluster:
     """Two server processes (daphne and uvicorn) sharing a Redis and a database."""
@@ -265,12 +309,7 @@ def cluster(request: pytest.FixtureRequest, base_env: dict[str, str], tmp_path: 
     The pair has a database of its own, so that no other test's server takes part in its
     cluster (reaping its dead, for instance).
     """
-    env = dict(base_env)
-    if "SQLITE_PATH" in env:
-        env["SQLITE_PATH"] = str(tmp_path / "cluster.sqlite3")
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
-        )
+    env = private_database(base_env, tmp_path / "cluster.sqlite3")
     if request.param == "embedded":
         env.pop("REDIS_URL")
         env["WSGROUPS_TEST_EMBEDDED_REDIS"] = "1"

@@ -105,3 +105,21 @@ def test_get_asgi_application_refuses_a_channels_argument_that_is_not_an_applica
 
     with pytest.raises(ValueError, match="channels must be an ASGI application"):
         get_asgi_application(channels="chat.routing.websocket_urlpatterns")  # type: ignore[arg-type]
+
+
+@pytest.mark.django_db
+def test_the_migration_check_runs_when_the_application_is_loaded_on_a_running_event_loop():
+    """uvicorn --workers N and gunicorn's uvicorn worker load the application from their
+    event loop, where Django refuses queries: the check runs in a thread of its own."""
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    from wsgroups.asgi import _outside_event_loop
+    from wsgroups.checks import check_migrations
+
+    async def on_the_loop(check):
+        return check()
+
+    with pytest.raises(SynchronousOnlyOperation):
+        asyncio.run(on_the_loop(check_migrations))
+    assert asyncio.run(on_the_loop(lambda: _outside_event_loop(check_migrations))) == []
+    assert _outside_event_loop(check_migrations) == []

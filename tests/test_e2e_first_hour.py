@@ -1,13 +1,15 @@
 """A new user's first hour: README.md's *Wiring* section, followed literally, in a brand-new project.
 
-wsgroups' wheel is built from this checkout with the README's ``pip wheel`` and installed
-(not editable) with its ``pip install`` into a fresh virtualenv, the dependencies resolved
-from the package index. In a project made
+wsgroups' sdist and wheel are built from this checkout with the README's ``python -m build``
+(both must carry the license, the migrations, the admin templates and ``py.typed``; the
+wheel is built from the sdist, so the sdist must be complete) and the wheel is installed
+(not editable) with the README's ``pip install`` into a fresh virtualenv, the dependencies
+resolved from the package index. In a project made
 by ``django-admin startproject`` and ``manage.py startapp``, the settings, ``asgi.py`` and
 ``urls.py`` are edited as the README's Wiring block says (its ``...`` kept as what
 startproject wrote), and the README's ``wstest`` view and handlers are copied into the app,
 taken from the README itself: when the README changes, this test follows it. Then:
-migrate, a user, ``runserver`` with its autoreloader, a login over plain HTTP, a
+migrate, ``manage.py check``, a user, ``runserver`` with its autoreloader, a login over plain HTTP, a
 same-origin WebSocket with the session cookie, the registry's record of the user, and
 Ctrl-C (SIGINT to runserver's process group), which must close the socket with 1001.
 """
@@ -26,9 +28,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -239,6 +243,48 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path, timeou
             time.sleep(0.1)
 
 
+# --- what the package is made of --------------------------------------------------------
+
+
+#: What a checkout holds for packaging besides the ``wsgroups`` package.
+PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in")
+#: Files both distributions must carry, inside the package.
+PACKAGE_DATA = (
+    "wsgroups/py.typed",
+    "wsgroups/migrations/__init__.py",
+    "wsgroups/migrations/0001_initial.py",
+    "wsgroups/templates/admin/wsgroups/connection/change_list.html",
+    "wsgroups/templates/admin/wsgroups/process/change_list.html",
+)
+
+
+def check_distributions(dist: Path, install_line: str) -> None:
+    """``dist`` holds the sdist and the wheel of the version the README installs, each with
+    the license, the package's data and every module; the wheel's metadata says what is tested."""
+    pyproject = (ROOT / "pyproject.toml").read_text()  # tomllib is 3.11+: its few fields by their lines
+    version = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    requires_python = re.search(r'^requires-python = "([^"]+)"$', pyproject, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    classifiers = re.findall(r'^    "(\S[^"]* :: [^"]+)",$', pyproject, re.MULTILINE)
+    assert "Framework :: Django :: 5.2" in classifiers, classifiers
+    wheel_name, sdist_name = f"wsgroups-{version}-py3-none-any.whl", f"wsgroups-{version}.tar.gz"
+    assert sorted(p.name for p in dist.iterdir()) == sorted([sdist_name, wheel_name])
+    assert install_line.endswith(f"dist/{wheel_name}"), f"README.md installs another version: {install_line}"
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "wsgroups").rglob("*.py"))
+    with zipfile.ZipFile(dist / wheel_name) as wheel:
+        names = set(wheel.namelist())
+        metadata = wheel.read(f"wsgroups-{version}.dist-info/METADATA").decode()
+    missing = [n for n in (*PACKAGE_DATA, *modules, f"wsgroups-{version}.dist-info/licenses/LICENSE") if n not in names]
+    assert not missing, f"the wheel lacks {missing}"
+    assert not [n for n in names if n.startswith(("tests/", "project/", "bench/"))], sorted(names)
+    with tarfile.open(dist / sdist_name) as sdist:
+        members = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    missing = [n for n in (*PACKAGE_DATA, *modules, "LICENSE", "CHANGELOG.md", "README.md") if n not in members]
+    assert not missing, f"the sdist lacks {missing}"
+    assert "License-Expression: MIT" in metadata
+    assert f"Requires-Python: {requires_python}" in metadata
+    assert re.findall(r"^Classifier: (.*)$", metadata, re.MULTILINE) == classifiers
+
+
 # --- the test -----------------------------------------------------------------------------
 
 
@@ -247,19 +293,22 @@ def test_first_hour_by_the_readme(tmp_path: Path, redis_server: RedisServer) -> 
     wiring = readme_section("Wiring")
     venv, project = tmp_path / "venv", tmp_path / "project"
 
-    # 1. A fresh virtualenv of this Python; wsgroups' wheel, built as the README says, installed
-    #    with its dependencies from the index. The wheel is built from a copy of the package:
-    #    setuptools builds in the source tree, whose stale build/ would leak into the wheel.
+    # 1. A fresh virtualenv of this Python; wsgroups' sdist and wheel, built as the README says
+    #    (with this test run's `build`), the wheel installed with its dependencies from the
+    #    index. They are built from a copy of what git would hold of the package: setuptools
+    #    builds in the source tree, whose stale build/ would leak into them.
     checkout = tmp_path / "wsgroups"
     checkout.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in PACKAGE_FILES:
         shutil.copy(ROOT / name, checkout / name)
     shutil.copytree(ROOT / "wsgroups", checkout / "wsgroups", ignore=shutil.ignore_patterns("__pycache__"))
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, os.environ.copy(), timeout=120)
     env = venv_env(venv)
-    wheel_line = readme_command(wiring, "pip wheel ")
+    build_line = readme_command(wiring, "python -m build ")
     install_line = readme_command(wiring, "pip install dist/")
-    run(command(wheel_line, venv, {CHECKOUT: str(checkout)}), tmp_path, env, timeout=300)
+    build_args = [arg.replace(CHECKOUT, str(checkout)) for arg in shlex.split(build_line)[1:]]
+    run([sys.executable, *build_args], tmp_path, env, timeout=600)
+    check_distributions(tmp_path / "dist", install_line)
     run(command(install_line, venv, {}), tmp_path, env, timeout=900)
     # The installed copy (not this checkout), with daphne for runserver and no uvicorn.
     where = (
@@ -287,9 +336,12 @@ def test_first_hour_by_the_readme(tmp_path: Path, redis_server: RedisServer) -> 
     assert "DEBUG = True" in settings_before and "DEBUG = True" in settings
     assert "ALLOWED_HOSTS = []" in settings
 
-    # 3. migrate, a user, and runserver with its autoreloader, in a session of its own.
+    # 3. migrate, check (not even a warning: before migrate, W005 says to run it), a user, and
+    #    runserver with its autoreloader, in a session of its own.
     python = str(venv / "bin" / "python")
     run(command(readme_command(wiring, "python manage.py migrate"), venv, {}), project, env, timeout=120)
+    checked = run(command(readme_command(wiring, "python manage.py check"), venv, {}), project, env, timeout=120)
+    assert "System check identified no issues (0 silenced)." in checked, checked
     create_user = (
         "from django.contrib.auth.models import User; "
         f"User.objects.create_user({USERNAME!r}, password={PASSWORD!r}, is_staff=True)"

@@ -275,7 +275,7 @@ class WebSocketApplication:
             self._warned_no_response_extension = True
             logger.warning(
                 "This ASGI server cannot send HTTP responses to WebSocket upgrades; "
-                "rejections go out as 403. Use daphne with wsgroups.asgi or uvicorn."
+                "rejections go out as 403. Use daphne with wsgroups.asgi, uvicorn or hypercorn."
             )
         await send({"type": "websocket.close"})
 

@@ -15,6 +15,7 @@ from .application import ASGIApp, Receive, Scope, Send, WebSocketApplication
 from .membership import join
 from .ops import BATCH_TYPE
 from .runtime import current_runtime, get_runtime
+from .servers.granian import REFUSAL, running_under_granian
 from .shutdown import install_signal_handlers, shutdown
 from .transport import WORKER_CHANNEL
 
@@ -61,10 +62,15 @@ class ProtocolRouter:
             raise ValueError(f"wsgroups cannot serve ASGI scope type {kind!r}")
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
-        """Answer startup at once; at shutdown close this process's sockets like SIGTERM does."""
+        """Answer startup at once (refuse it under granian); at shutdown close this process's
+        sockets like SIGTERM does."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if running_under_granian():
+                    # get_asgi_application() refused already; a router built by hand refuses here.
+                    await send({"type": "lifespan.startup.failed", "message": REFUSAL})
+                    return
                 await start_member()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

@@ -16,7 +16,8 @@ from wsgroups.exceptions import TransportError
 class Command(BaseCommand):
     help = (
         "send / send-many / fanout / disconnect / is-dead / dead-map / broadcast / group-disconnect / sockets / "
-        "registry / subscribe / subscriptions, room-join / room-leave / room-rooms / room-broadcast / room-sockets / "
+        "registry / process-of / live-pids / subscribe / subscriptions, "
+        "room-join / room-leave / room-rooms / room-broadcast / room-sockets / "
         "room-presence / room-disconnect / user-broadcast / user-session, from this process"
     )
 
@@ -79,7 +80,14 @@ class Command(BaseCommand):
                 from wsgroups.models import Connection
 
                 process = Connection.objects.select_related("process").get(pk=int(target)).process
-                result = {"id": process.pk, "stopped": process.stopped_at is not None}
+                result = {"id": process.pk, "pid": process.pid, "stopped": process.stopped_at is not None}
+            elif action == "live-pids":
+                # pids of the live processes of a kind (server, worker, broadcaster).
+                from wsgroups.cluster import live_cutoff
+                from wsgroups.models import Process
+
+                live = Process.objects.filter(kind=target, stopped_at__isnull=True, heartbeat_at__gte=live_cutoff())
+                result = sorted(live.values_list("pid", flat=True))
             elif action == "registry-between":
                 result = _registry_between(int(target), int(rest[0]))
             elif action == "registry-path":
