@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsgroups.limits import ConnectionCounter, MessageRate, group_refusal
+from wsgroups.limits import REFUSAL_LOG_INTERVAL, ConnectionCounter, MessageRate, RefusalLog, group_refusal
 
 # --- ConnectionCounter ----------------------------------------------------------------
 
@@ -124,3 +126,20 @@ def test_property_rate_never_admits_more_than_burst_plus_rate_times_duration(rat
         now += gap
         admitted += bucket.allow(now)
     assert admitted <= burst + rate * now + 1e-6
+
+
+def test_refusal_log_writes_one_line_per_interval_and_counts_the_rest():
+    now = [0.0]
+    records: list[str] = []
+
+    class Recorder(logging.Logger):
+        def warning(self, msg: object, *args: object, **kwargs: object) -> None:
+            records.append(str(msg) % args)
+
+    log = RefusalLog(Recorder("test"), lambda: now[0])
+    log.warning("refused %s", "a")
+    now[0] += REFUSAL_LOG_INTERVAL / 2
+    log.warning("refused %s", "b")
+    now[0] += REFUSAL_LOG_INTERVAL / 2
+    log.warning("refused %s", "c")
+    assert records == ["refused a", f"refused c (1 more refusals in the last {REFUSAL_LOG_INTERVAL:g} s not logged)"]

@@ -13,8 +13,9 @@ from django.test import override_settings
 
 from wsgroups import runtime as runtime_module
 from wsgroups.ids import make_id, split_id
+from wsgroups.limits import REFUSAL_LOG_INTERVAL
 from wsgroups.outbox import LocalSocket, SocketState
-from wsgroups.runtime import REFUSAL_LOG_INTERVAL, cluster_transport
+from wsgroups.runtime import cluster_transport
 
 ACCEPT = {"type": "websocket.accept"}
 

@@ -1,4 +1,5 @@
-"""Pure limit decisions: connection counts per process, client and group; message rates.
+"""Pure limit decisions: connection counts per process, client and group; message rates;
+how often refusals are logged.
 
 Nothing here reads settings or touches a socket: the ASGI shell passes the limits in
 and acts on the answers (HTTP 503 before the upgrade, close 1013 or 1008 after it).
@@ -6,9 +7,39 @@ and acts on the answers (HTTP 503 before the upgrade, close 1013 or 1008 after i
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 from .codes import Closing, close_for
 
-__all__ = ["ConnectionCounter", "MessageRate", "group_refusal"]
+__all__ = ["REFUSAL_LOG_INTERVAL", "ConnectionCounter", "MessageRate", "RefusalLog", "group_refusal"]
+
+#: Seconds during which further limit refusals are counted but not logged.
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+class RefusalLog:
+    """Warnings about connections refused or closed by a limit, at most one line per
+    :data:`REFUSAL_LOG_INTERVAL` (read on ``clock``): a flood must not flood the log. The
+    next line logged says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float]) -> None:
+        self._logger = logger
+        self._clock = clock
+        self._logged_at = -1e9
+        self._unlogged = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        now = self._clock()
+        if now - self._logged_at < REFUSAL_LOG_INTERVAL:
+            self._unlogged += 1
+            return
+        suppressed, self._unlogged = self._unlogged, 0
+        self._logged_at = now
+        if suppressed:
+            message += f" ({suppressed} more refusals in the last {REFUSAL_LOG_INTERVAL:g} s not logged)"
+        self._logger.warning(message, *args)
 
 
 class ConnectionCounter:

@@ -28,7 +28,7 @@ from .cluster import Directory, in_thread
 from .conf import conf
 from .ids import MAX_SEQUENCE, make_id
 from .layers import make_layer
-from .limits import ConnectionCounter
+from .limits import ConnectionCounter, RefusalLog
 from .metrics import HandlerTimes, snapshot
 from .outbox import ASGISend, LocalSocket
 from .room_table import RoomTable
@@ -69,9 +69,6 @@ _COUNTERS = (
     *REFUSAL_COUNTERS,
 )
 
-#: Seconds during which further limit refusals are counted but not logged.
-REFUSAL_LOG_INTERVAL = 10.0
-
 #: A cluster duty: a coroutine function run as a task for as long as the process is in the cluster.
 Duty = Callable[["Runtime"], Coroutine[Any, Any, None]]
 
@@ -111,8 +108,7 @@ class Runtime:
         self.kind = "server"
         self.shutting_down = False
         self.signals_installed = False
-        self._refusals_logged_at = -1e9
-        self._refusals_unlogged = 0
+        self._refusals = RefusalLog(logger, lambda: self.loop.time())
         self._block = 0
         self._own_blocks: set[int] = set()
         self._sequence = MAX_SEQUENCE
@@ -139,17 +135,8 @@ class Runtime:
         return snapshot(self.stats, self.closes, layer_errors, self.handler_times)
 
     def log_refusal(self, message: str, *args: Any) -> None:
-        """Log a connection refused or closed by a limit, at most one line per 10 s: a flood
-        must not flood the log."""
-        now = self.loop.time()
-        if now - self._refusals_logged_at < REFUSAL_LOG_INTERVAL:
-            self._refusals_unlogged += 1
-            return
-        suppressed, self._refusals_unlogged = self._refusals_unlogged, 0
-        self._refusals_logged_at = now
-        if suppressed:
-            message += f" ({suppressed} more refusals in the last 10 s not logged)"
-        logger.warning(message, *args)
+        """Log a connection refused or closed by a limit, at most one line per 10 s."""
+        self._refusals.warning(message, *args)
 
     # --- joining the cluster ----------------------------------------------------------
 
