@@ -6,7 +6,7 @@ previous attempt with a ``Retry-After`` header (wsgroups answers 503 with one at
 connection limits and while shutting down), it sleeps at least that long. Spreading the
 reconnects of every client dropped at once (a deploy, a crash) over a growing window is
 what keeps them from arriving together at the servers that are left. The storm scenario
-(:mod:`bench.storm`) and the demo's chat client (``project/chat/static/chat/chat.js``)
+(:mod:`bench.storm`) and the demo's chat client (``templates/chat.html``)
 follow this policy with the same numbers.
 """
 
