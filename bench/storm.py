@@ -34,7 +34,7 @@ import random
 import resource
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.exceptions import InvalidStatus
@@ -86,7 +86,13 @@ class Attempts:
     refused_503: int = 0
     with_retry_after: int = 0
     failed: int = 0
-    first_error: str = ""
+    #: Failed attempts by kind: the exception's type, or the HTTP status.
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, kind: str) -> None:
+        self.failed += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+
     gave_up: int = 0
 
 
@@ -112,12 +118,10 @@ async def _reconnect(load: Load, old: Tracked, urls: list[str], attempts: Attemp
                 retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
                 attempts.with_retry_after += retry_after is not None
             else:
-                attempts.failed += 1
-                attempts.first_error = attempts.first_error or repr(exc)
+                attempts.fail(f"HTTP {exc.response.status_code}")
         except Exception as exc:  # refused TCP (server down), timeouts, broken handshakes
             retry_after = None
-            attempts.failed += 1
-            attempts.first_error = attempts.first_error or repr(exc)
+            attempts.fail(type(exc).__name__)
         else:
             load.track(conn, server, stable=True)
             return time.monotonic()
@@ -299,6 +303,6 @@ async def _run(
         f"{sockets} sockets over 2 servers{reduced}, SIGTERM to server 0 then restart; sends by ID every "
         f"{o.storm_ids_interval:g}s for {o.storm_duration:g}s; backoff full jitter 0.25 s doubling to 10 s"
     )
-    if attempts.first_error:
-        note += f"; first failed attempt: {attempts.first_error[:160]}"
+    if attempts.kinds:
+        note += "; failed attempts: " + ", ".join(f"{n} {kind}" for kind, n in sorted(attempts.kinds.items()))
     return [Record(SCENARIO, "wsgroups", metric, float(value), note=note) for metric, value in values.items()]
