@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import resource
@@ -36,6 +37,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from websockets.exceptions import InvalidStatus
 
@@ -69,6 +71,8 @@ METRICS = [
     "disconnect handlers run more than once",
     "sockets whose handler did not run once in the end",
     "messages lost",
+    "of them at old sockets",
+    "latest lost send at an old socket: seconds before the SIGTERM",
     "messages expected",
     "messages delivered",
     "duplicate messages",
@@ -219,6 +223,21 @@ async def _open(ctx: Context, load: Load, urls: list[str], sockets: int) -> None
         await asyncio.sleep(0.1)
 
 
+def _lost_at_old(old: list[Tracked], entries: list[dict[str, Any]], sigterm: float) -> tuple[int, float]:
+    """Sends by ID expected at the old sockets that did not arrive, and how long before
+    the SIGTERM the latest of their rounds returned (0 when none was lost)."""
+    by_id = {t.socket_id: t for t in old if t.socket_id is not None}
+    lost, latest = 0, -math.inf
+    for entry in entries:
+        for socket_id in entry["ids"]:
+            tracked = by_id.get(socket_id)
+            expected = tracked is not None and tracked.opened < entry["t0"] and entry["t1"] < tracked.known_until
+            if expected and tracked is not None and not tracked.ids[entry["seq"]]:
+                lost += 1
+                latest = max(latest, entry["t1"])
+    return lost, sigterm - latest if lost else 0.0
+
+
 async def _first_round(ids_log: Path, sender: asyncio.Future[str], timeout: float) -> None:
     """Wait until the sender has logged its first round, so the storm starts with sends in flight."""
     deadline = time.monotonic() + timeout
@@ -266,7 +285,9 @@ async def _run(
         await asyncio.sleep(0.2)
         if load.received != total:
             total, quiet_since = load.received, time.monotonic()
-    accounting = account(load, [], read_jsonl(ids_log))
+    ids_entries = read_jsonl(ids_log)
+    accounting = account(load, [], ids_entries)
+    lost_old, latest_lost = _lost_at_old(old, ids_entries, sigterm)
     closes = [t.unexpected_close for t in old]
     others = [t.unexpected_close for t in load.tracked if t not in old and t.unexpected_close]
     back.sort()
@@ -292,6 +313,8 @@ async def _run(
         "disconnect handlers run more than once": sum(1 for c in all_counts if c > 1),
         "sockets whose handler did not run once in the end": sum(1 for c in all_counts if c != 1),
         "messages lost": accounting.lost,
+        "of them at old sockets": lost_old,
+        "latest lost send at an old socket: seconds before the SIGTERM": latest_lost,
         "messages expected": accounting.expected,
         "messages delivered": load.received,
         "duplicate messages": sum(t.duplicates for t in load.tracked),

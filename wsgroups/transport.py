@@ -99,14 +99,21 @@ class Transport:
         self._tasks.append(self.loop.create_task(self._receive_loop()))
 
     async def stop(self) -> None:
+        """Hand over what is queued, then end the receiving task; each wait is bounded by
+        ``SHUTDOWN_TIMEOUT`` (a receive stuck in the layer must not keep the process alive)."""
         await self.drain(timeout=conf.SHUTDOWN_TIMEOUT)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        if self._tasks:
+            done, stuck = await asyncio.wait(self._tasks, timeout=conf.SHUTDOWN_TIMEOUT)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.warning("wsgroups transport: receiving ended with %r", task.exception())
+            if stuck:
+                logger.warning(
+                    "wsgroups transport: the channel layer's receive did not end within %.1fs of its cancellation",
+                    conf.SHUTDOWN_TIMEOUT,
+                )
         self._tasks.clear()
 
     # --- queueing (any thread) ---------------------------------------------------
