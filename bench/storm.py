@@ -5,7 +5,7 @@ reconnect to the other with the backoff of :mod:`bench.backoff`; then it comes b
 opened over 2 wsgroups server processes, alternating, each on ``/bench/ws?hello=1`` (the
 first frame says the socket's ID). A separate process (``bench.sender soak-ids``) sends
 by ID to every stored ID every ``--storm-ids-interval`` seconds for ``--storm-duration``
-seconds. Once it has logged its first round, server 0 gets SIGTERM: every socket on it is closed
+seconds. Half an interval after it has logged its first round, server 0 gets SIGTERM: every socket on it is closed
 with 1001 and the client behind each one reconnects, sleeping
 :func:`bench.backoff.reconnect_delay` before each attempt. The first attempt goes to the
 other server; after a failed one the server is picked at random, so once server 0 is
@@ -263,6 +263,9 @@ async def _run(
     arguments += ["--size", str(o.size), "--log", str(ids_log)]
     sender = asyncio.ensure_future(run_sender(ctx, "soak-ids", arguments, o.storm_duration + o.timeout))
     await _first_round(ids_log, sender, o.timeout)
+    # Half-way to the next round: what the first round sent has had time to arrive, so a
+    # loss at an old socket is not just an op in flight at the instant of the signal.
+    await asyncio.sleep(o.storm_ids_interval / 2)
     attempts = Attempts()
     deadline = time.monotonic() + o.timeout
     reconnects = [asyncio.ensure_future(_reconnect(load, t, urls, attempts, deadline)) for t in old]
