@@ -99,21 +99,16 @@ class Transport:
         self._tasks.append(self.loop.create_task(self._receive_loop()))
 
     async def stop(self) -> None:
-        """Hand over what is queued, then end the receiving task; each wait is bounded by
-        ``SHUTDOWN_TIMEOUT`` (a receive stuck in the layer must not keep the process alive)."""
+        """Hand over what is queued, end the receiving task; both waits bounded by SHUTDOWN_TIMEOUT."""
         await self.drain(timeout=conf.SHUTDOWN_TIMEOUT)
         for task in self._tasks:
             task.cancel()
-        if self._tasks:
-            done, stuck = await asyncio.wait(self._tasks, timeout=conf.SHUTDOWN_TIMEOUT)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    logger.warning("wsgroups transport: receiving ended with %r", task.exception())
-            if stuck:
-                logger.warning(
-                    "wsgroups transport: the channel layer's receive did not end within %.1fs of its cancellation",
-                    conf.SHUTDOWN_TIMEOUT,
-                )
+        done, stuck = await asyncio.wait(self._tasks, timeout=conf.SHUTDOWN_TIMEOUT) if self._tasks else (set(), set())
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning("wsgroups transport: receiving ended with %r", task.exception())
+        if stuck:  # a receive stuck in the layer must not keep the process alive
+            logger.warning("wsgroups transport: receive alive %.1fs after its cancellation", conf.SHUTDOWN_TIMEOUT)
         self._tasks.clear()
 
     # --- queueing (any thread) ---------------------------------------------------
