@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
-        help=f"comma-separated, from: {', '.join(SCENARIOS)}, or all (default: all but soak)",
+        help=f"comma-separated, from: {', '.join(SCENARIOS)}, or all (default: all but soak and storm)",
     )
     parser.add_argument(
         "--private-redis",
@@ -153,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     soak = options.soak_sockets + int(options.soak_churn_per_minute)
-    biggest = max(options.broadcast_sockets, options.ids_sockets, options.tick_sockets, options.memory_sockets, soak)
+    biggest = max(
+        options.broadcast_sockets,
+        options.ids_sockets,
+        options.tick_sockets,
+        options.memory_sockets,
+        soak,
+        options.storm_sockets,
+    )
     fd_limit = client.raise_fd_limit(biggest + 4096)
     signal.signal(signal.SIGTERM, _on_sigterm)
     log_dir = args.out.parent / "logs"

@@ -93,6 +93,9 @@ class Options:
     soak_drain: float = 3.0
     soak_broadcast_interval: float = 0.25
     soak_ids_interval: float = 1.0
+    storm_sockets: int = 10000
+    storm_duration: float = 60.0
+    storm_ids_interval: float = 1.0
 
 
 @dataclass

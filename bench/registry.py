@@ -2,7 +2,8 @@
 
 Both sets live in the Redis of ``REDIS_URL`` (the one the channel layer uses; the first
 one when several comma-separated URLs shard the layer): :data:`WSGROUPS_KEY` holds
-wsgroups socket IDs, :data:`BARE_KEY` the channel names of bare Channels consumers.
+wsgroups socket IDs, :data:`BARE_KEY` the channel names of bare Channels consumers. The
+hash :data:`DISCONNECTS_KEY` counts the runs of each wsgroups socket's disconnect handler.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import redis.asyncio
 
 WSGROUPS_KEY = "bench:wsgroups:ids"
 BARE_KEY = "bench:bare:channels"
+#: Redis hash: socket ID → how many times its disconnect handler ran (must end at 1).
+DISCONNECTS_KEY = "bench:wsgroups:disconnects"
 
-__all__ = ["BARE_KEY", "WSGROUPS_KEY", "async_client", "shard_clients", "sync_client", "urls"]
+__all__ = ["BARE_KEY", "DISCONNECTS_KEY", "WSGROUPS_KEY", "async_client", "shard_clients", "sync_client", "urls"]
 
 
 def urls() -> list[str]:

@@ -47,6 +47,8 @@ from bench.harness import (
 from bench.rooms import ROOM_BROADCAST, ROOM_CHURN, room_broadcast, room_churn
 from bench.servers import run_command
 from bench.soak import soak
+from bench.storm import SCENARIO as STORM
+from bench.storm import storm
 
 __all__ = ["DEFAULT_SCENARIOS", "NOT_AVAILABLE", "NOT_POSSIBLE", "SCENARIOS", "Scenario", "run_scenario"]
 
@@ -286,9 +288,10 @@ SCENARIOS: dict[str, tuple[str, Scenario, tuple[str, ...]]] = {
     "room-churn": (ROOM_CHURN, room_churn, ("wsgroups", "bare")),
     "ceiling": ("ceiling", ceiling, ("raw",)),
     "soak": ("soak", soak, ("wsgroups", "bare")),
+    "storm": (STORM, storm, ("wsgroups", "bare")),
 }
-#: What ``python -m bench`` runs without ``--scenarios``: all but the long soak.
-DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "soak")
+#: What ``python -m bench`` runs without ``--scenarios``: all but the long soak and the storm.
+DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name not in ("soak", "storm"))
 
 
 async def run_scenario(ctx: Context, name: str, target: str) -> list[Record]:

@@ -35,7 +35,7 @@ WSGROUPS = {
     "PING_INTERVAL": float(os.environ.get("WSGROUPS_TEST_PING_INTERVAL", "20")),
     "PING_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PING_TIMEOUT", "30")),
     "OUTGOING_BUFFER": int(os.environ.get("WSGROUPS_TEST_OUTGOING_BUFFER", "1000")),
-    "SHUTDOWN_TIMEOUT": 5.0,
+    "SHUTDOWN_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_SHUTDOWN_TIMEOUT", "5")),
     "CLOSE_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_CLOSE_TIMEOUT", "5")),
     "HEARTBEAT_INTERVAL": float(os.environ.get("WSGROUPS_TEST_HEARTBEAT_INTERVAL", "1")),
     "PROCESS_TIMEOUT": float(os.environ.get("WSGROUPS_TEST_PROCESS_TIMEOUT", "4")),

@@ -45,6 +45,8 @@ SIZES = {
     "--soak-churn-life": 2,
     "--soak-drain": 2,
     "--soak-margin": 60,
+    "--storm-sockets": 300,
+    "--storm-duration": 8,
 }
 SOAK_SAMPLES = 12 // 2 + 1
 RATES = {
@@ -74,9 +76,17 @@ LOSSES = {
     "unexpected closes",
 }
 #: Scenarios whose wsgroups side needs cross-process sending (they must be measured).
-CROSS_PROCESS = {"group broadcast", "send by ID", "broadcaster tick", "soak", "room broadcast", "room churn"}
+CROSS_PROCESS = {
+    "group broadcast",
+    "send by ID",
+    "broadcaster tick",
+    "soak",
+    "room broadcast",
+    "room churn",
+    "reconnect storm",
+}
 #: Rows that are not measured on purpose (the reason is in their note).
-NOT_MEASURED = {("soak", "bare")}
+NOT_MEASURED = {("soak", "bare"), ("reconnect storm", "bare")}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +169,30 @@ def test_soak_loses_nothing_and_records_its_series(run: Any) -> None:
         assert value(f"server {server} RSS after warm-up (MiB)") > 0
         assert value(f"server {server} fds after all closed") > 0
     assert "soak" in run[0].stdout and "RSS (MiB)" in run[0].stdout
+
+
+@pytest.mark.e2e
+def test_reconnect_storm_gets_everyone_back_once_and_loses_nothing(run: Any) -> None:
+    results = _results(run[1])
+
+    def value(metric: str) -> float:
+        record = results[("reconnect storm", "wsgroups", metric)]
+        assert record["status"] == "ok", record
+        return float(record["value"])
+
+    old = value("old sockets (on the stopped server)")
+    assert value("sockets") == SIZES["--storm-sockets"] and old == SIZES["--storm-sockets"] // 2
+    assert value("clients that never reconnected") == 0
+    assert 0 < value("seconds until every client reconnected") < 60
+    assert value("reconnect attempts") >= old
+    assert value("old sockets closed with 1001") == old
+    assert value("old sockets whose handler did not run") == 0
+    assert value("disconnect handlers run more than once") == 0
+    assert value("sockets whose handler did not run once in the end") == 0
+    # Every socket was sent to by ID while known open: before the SIGTERM, or after reconnecting.
+    assert value("messages expected") >= value("sockets") > 0
+    assert value("messages lost") == 0 and value("messages delivered") >= value("messages expected")
+    assert "not measured" in results[("reconnect storm", "bare", "messages lost")]["status"]
 
 
 def _tracked(opened: float, known_until: float, socket_id: int, group: list[int], ids: list[int]) -> Tracked:

@@ -447,6 +447,10 @@ def test_the_page_reconnects_with_backoff_and_says_so(demo: Demo, browser: objec
         arg="connection lost (4000: server restarted); reconnecting in",
     )
     page.wait_for_function(f"document.getElementById('my-id').textContent !== '{first}'", timeout=15_000)
+    # Full jitter: the first attempt after a drop waits a random time below 0.25 s.
+    shown = page.evaluate("window.statuses.filter(status => status.includes('reconnecting in'))")
+    delays = [float(re.search(r"reconnecting in ([0-9.]+) s", status).group(1)) for status in shown]  # type: ignore[union-attr]
+    assert delays and 0 <= delays[0] <= 0.25, shown
     _wait_text(page, "#status", "connected to")
     page.close()
 

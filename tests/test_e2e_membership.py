@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from .conftest import ROOT, Server, start_server
+from .wsclient import first_text_frame, raw_handshake
 
 pytestmark = pytest.mark.e2e
 
@@ -111,4 +112,41 @@ def test_a_crashed_server_is_reaped_by_processes_that_never_got_a_message(base_e
         assert all(s.process.poll() is None for s in survivors), logs
     finally:
         for server in [*survivors, *([victim] if victim else [])]:
+            server.stop(signal.SIGKILL, timeout=5)
+
+
+def test_sockets_a_shutdown_could_not_close_in_time_are_reaped_by_a_peer_once(base_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM to a server whose clients do not answer its 1001 within SHUTDOWN_TIMEOUT: their
+    disconnect handlers run once, in the process that reaps it (not never, not twice)."""
+    env = _own_cluster(base_env, tmp_path)
+    peer = start_server("daphne", env, tmp_path)
+    victim = start_server("daphne", env, tmp_path, extra_env={"WSGROUPS_TEST_SHUTDOWN_TIMEOUT": "0.5"})
+    silent = []
+    try:
+        _wait_until_member(env, peer, "server")
+        # Raw clients that never read: the close handshake cannot end before CLOSE_TIMEOUT (5 s).
+        for _ in range(5):
+            response = raw_handshake(victim.port, "/ws/echo")
+            assert response.status_line.startswith("HTTP/1.1 101"), response.status_line
+            silent.append((response, int(json.loads(first_text_frame(response))["id"])))
+        ids = [socket_id for _, socket_id in silent]
+        time.sleep(0.5)  # the registry batch settles
+        os.killpg(victim.process.pid, signal.SIGTERM)
+        victim.process.wait(30)
+        stopped_at = time.monotonic()
+
+        def runs() -> list[int]:
+            return [r["id"] for s in (peer, victim) for r in s.events("disconnect")]
+
+        while not set(runs()) >= set(ids) and time.monotonic() - stopped_at < PROCESS_TIMEOUT + HEARTBEAT + 20:
+            time.sleep(0.1)
+        assert set(runs()) >= set(ids), f"handlers never ran:\n{victim.log()}\n{peer.log()}"
+        time.sleep(2 * HEARTBEAT + 0.5)  # later reaping rounds must not run them again
+        assert [runs().count(socket_id) for socket_id in ids] == [1] * len(ids)
+        assert {r["id"] for r in peer.events("disconnect")} >= set(ids)  # the peer ran them
+        assert "left to the process that reaps this one" in victim.log()
+    finally:
+        for response, _ in silent:
+            response.close()
+        for server in (peer, victim):
             server.stop(signal.SIGKILL, timeout=5)

@@ -285,6 +285,18 @@ def test_leave_before_start_records_nothing(runtime, monkeypatch):
     assert stops == []
 
 
+@pytest.mark.parametrize("stopped", [True, False])
+def test_leave_records_the_stop_unless_a_reaper_is_to_take_over(runtime, monkeypatch, stopped):
+    stops = []
+    monkeypatch.setattr(runtime_module.cluster, "stop_process", stops.append)
+    monkeypatch.setattr(runtime_module.cluster, "write_registry", lambda *args: None)
+    monkeypatch.setattr(runtime, "_started", True)
+    monkeypatch.setattr(runtime, "transport", None)
+    runtime.process_id = 3
+    run(runtime, runtime.leave(stopped=stopped))
+    assert stops == ([3] if stopped else [])
+
+
 # --- run_on_loop ------------------------------------------------------------------------
 
 

@@ -15,20 +15,28 @@ from django.test import override_settings
 
 from wsgroups import shutdown as shutdown_module
 from wsgroups.ids import make_id
-from wsgroups.outbox import LocalSocket
+from wsgroups.outbox import LocalSocket, SocketState
 from wsgroups.shutdown import install_signal_handlers, shutdown
 
 ACCEPT = {"type": "websocket.accept"}
 GOING_AWAY = {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
 
 
+class Leaves(list):
+    def __init__(self):
+        super().__init__()
+        self.stopped = []
+
+
 @pytest.fixture
 def leaves(runtime, monkeypatch):
-    """runtime.leave replaced: records, at each call, which sockets had finished closing."""
-    calls = []
+    """runtime.leave replaced: records, at each call, which sockets had finished closing
+    (and in ``calls.stopped`` whether the stop was to be recorded)."""
+    calls = Leaves()
 
-    async def fake_leave():
+    async def fake_leave(*, stopped=True):
         calls.append({sock.id: sock.closed.is_set() for sock in list(runtime.table.by_id.values())})
+        calls.stopped.append(stopped)
 
     monkeypatch.setattr(runtime, "leave", fake_leave)
     return calls
@@ -63,6 +71,7 @@ def test_shutdown_closes_every_socket_with_1001_waits_for_them_then_leaves(runti
     assert runtime.shutting_down is True
     assert [sent for _, sent in socks] == [[ACCEPT, GOING_AWAY]] * 3
     assert leaves == [{sock.id: True for sock, _ in socks}]  # left only after all had closed
+    assert leaves.stopped == [True]
     assert 0.04 <= elapsed < 1.5
     assert any(r.getMessage() == "wsgroups: closed 3 sockets for shutdown" for r in wslog.records)
 
@@ -71,15 +80,29 @@ def test_shutdown_closes_every_socket_with_1001_waits_for_them_then_leaves(runti
 def test_shutdown_waits_at_most_shutdown_timeout_then_leaves_anyway(runtime, leaves, wslog):
     quick, quick_sent = open_socket(runtime, make_id(60, 1))
     stuck, stuck_sent = open_socket(runtime, make_id(60, 2))
+    busy, _ = open_socket(runtime, make_id(60, 3))
     runtime.loop.call_soon(quick.closed.set)
+
+    def handler_starts():  # what the serving task does once the client answered the close
+        busy.state = SocketState.CLOSED
+        runtime.table.remove(busy)
+
+    runtime.loop.call_soon(handler_starts)
     started = time.monotonic()
     runtime.loop.run_until_complete(shutdown(runtime))
     elapsed = time.monotonic() - started
     assert 0.04 <= elapsed < 1.0
     assert quick_sent == stuck_sent == [ACCEPT, GOING_AWAY]
     assert leaves == [{quick.id: True, stuck.id: False}]
+    # The stuck socket's handler never started: the reaper of this process runs it, not this
+    # process; the busy one's handler is running here (its registry row is being closed).
+    assert stuck.reaped and not quick.reaped and not busy.reaped
+    assert leaves.stopped == [False]
     warnings = [r.getMessage() for r in wslog.records if r.levelno == logging.WARNING]
-    assert warnings == ["1 sockets did not finish closing within 0.1s"]
+    assert warnings == [
+        "1 sockets did not finish closing within 0.1s",
+        "wsgroups: 1 sockets are left to the process that reaps this one, which runs their disconnect handlers",
+    ]
     # No waiter is left behind on the loop.
     pending = [t for t in asyncio.all_tasks(runtime.loop) if not t.done()]
     assert pending == []

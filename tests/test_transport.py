@@ -455,6 +455,41 @@ def test_drain_returns_true_only_once_all_is_handed_over():
     asyncio.run(main())
 
 
+class StuckLayer(InMemoryChannelLayer):
+    """An in-memory layer whose ``receive`` does not end when cancelled (a stuck client)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.release = asyncio.Event()
+
+    async def receive(self, channel):
+        while True:
+            try:
+                await self.release.wait()
+                return await super().receive(channel)
+            except asyncio.CancelledError:
+                if self.release.is_set():
+                    raise
+
+
+@override_settings(WSGROUPS={"SHUTDOWN_TIMEOUT": 0.2})
+def test_stop_does_not_wait_forever_for_a_receive_that_ignores_its_cancellation():
+    async def main():
+        layer = StuckLayer()
+        transport = await start_transport(layer)
+        try:
+            with transport_log() as records:
+                started = time.monotonic()
+                await asyncio.wait_for(transport.stop(), 5)
+                elapsed = time.monotonic() - started
+        finally:
+            layer.release.set()  # the stuck task ends at the next cancellation (asyncio.run's)
+        assert 0.15 <= elapsed < 2
+        assert any("receive alive 0.2s after its cancellation" in r.getMessage() for r in records)
+
+    asyncio.run(main())
+
+
 # --- waiting from threads -----------------------------------------------------------
 
 

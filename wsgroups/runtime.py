@@ -172,15 +172,17 @@ class Runtime:
             self.process_id = await in_thread(cluster.register_process)(self.kind, channel_name)
             self._sequence = MAX_SEQUENCE
 
-    async def leave(self) -> None:
-        """Stop the duties, write the registry, record the stop and close the transport."""
+    async def leave(self, *, stopped: bool = True) -> None:
+        """Stop the duties, write the registry, record the stop (not if ``stopped`` is False:
+        a live process reaps this one later) and close the transport."""
         for task in self._duties:
             task.cancel()  # first: a heartbeat after the stop would rejoin
         if self._started:
             try:
                 await self.flush_registry()  # after any write in flight: nothing is left out
                 assert self.process_id is not None
-                await in_thread(cluster.stop_process)(self.process_id)
+                if stopped:
+                    await in_thread(cluster.stop_process)(self.process_id)
             except Exception:
                 logger.exception("wsgroups: could not record the shutdown in the database")
         if self._registry_task is not None:

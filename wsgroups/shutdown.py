@@ -1,6 +1,12 @@
 """Shutting a server process down cleanly: every socket closed with 1001 and its
 disconnect handler run before the server stops, on SIGINT, SIGTERM or ASGI lifespan.
 
+A socket whose close has not reached its disconnect handler within ``SHUTDOWN_TIMEOUT``
+(thousands of clients answering the close at once on a busy machine) is handed to the
+reaper instead: it is marked reaped here, so this process never runs its handler, and the
+process leaves without recording its stop, so a live process reaps it after
+``PROCESS_TIMEOUT`` and runs the handler of every socket row still open — once.
+
 The server's own SIGINT/SIGTERM handlers (daphne's reactor, uvicorn's) are chained:
 they run once our sockets are closed, or at once on a second signal.
 """
@@ -16,6 +22,7 @@ from typing import Any
 
 from .codes import Closing, close_for
 from .conf import conf
+from .outbox import SocketState
 from .runtime import Runtime
 
 __all__ = ["install_signal_handlers", "shutdown"]
@@ -54,6 +61,7 @@ async def shutdown(runtime: Runtime) -> None:
     """Close all sockets with 1001, wait (bounded) for their disconnect handlers, leave the cluster."""
     runtime.shutting_down = True
     socks = runtime.table.close_all(*close_for(Closing.SHUTDOWN))
+    handed_off: list[int] = []
     if socks:
         waits = [asyncio.ensure_future(sock.closed.wait()) for sock in socks]
         _, pending = await asyncio.wait(waits, timeout=conf.SHUTDOWN_TIMEOUT)
@@ -61,5 +69,15 @@ async def shutdown(runtime: Runtime) -> None:
             waiter.cancel()
         if pending:
             logger.warning("%d sockets did not finish closing within %.1fs", len(pending), conf.SHUTDOWN_TIMEOUT)
-    await runtime.leave()
+        for sock, waiter in zip(socks, waits, strict=True):
+            # Not CLOSED: its handler has not started and its registry row is still open.
+            if waiter in pending and sock.state is not SocketState.CLOSED:
+                sock.reaped = True
+                handed_off.append(sock.id)
+    if handed_off:
+        logger.warning(
+            "wsgroups: %d sockets are left to the process that reaps this one, which runs their disconnect handlers",
+            len(handed_off),
+        )
+    await runtime.leave(stopped=not handed_off)
     logger.info("wsgroups: closed %d sockets for shutdown", len(socks))

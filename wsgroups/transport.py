@@ -99,14 +99,16 @@ class Transport:
         self._tasks.append(self.loop.create_task(self._receive_loop()))
 
     async def stop(self) -> None:
+        """Hand over what is queued, end the receiving task; both waits bounded by SHUTDOWN_TIMEOUT."""
         await self.drain(timeout=conf.SHUTDOWN_TIMEOUT)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        done, stuck = await asyncio.wait(self._tasks, timeout=conf.SHUTDOWN_TIMEOUT) if self._tasks else (set(), set())
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.warning("wsgroups transport: receiving ended with %r", task.exception())
+        if stuck:  # a receive stuck in the layer must not keep the process alive
+            logger.warning("wsgroups transport: receive alive %.1fs after its cancellation", conf.SHUTDOWN_TIMEOUT)
         self._tasks.clear()
 
     # --- queueing (any thread) ---------------------------------------------------

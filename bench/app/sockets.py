@@ -1,8 +1,9 @@
-"""wsgroups handlers of group ``bench``: text frames are echoed back, ended sockets leave the ID set."""
+"""wsgroups handlers of group ``bench``: text frames are echoed back, ended sockets leave the ID set
+and count their handler run in :data:`bench.registry.DISCONNECTS_KEY` (a second run shows as 2)."""
 
 from __future__ import annotations
 
-from bench.registry import WSGROUPS_KEY, sync_client
+from bench.registry import DISCONNECTS_KEY, WSGROUPS_KEY, sync_client
 from wsgroups import WebSocket, handle
 
 
@@ -16,4 +17,5 @@ async def echo(message: str, ws: WebSocket) -> None:
 
 @handle.websocket_disconnect("bench")
 def forget(ws: WebSocket) -> None:
-    sync_client().srem(WSGROUPS_KEY, ws.id)
+    with sync_client().pipeline(transaction=False) as pipe:
+        pipe.srem(WSGROUPS_KEY, ws.id).hincrby(DISCONNECTS_KEY, str(ws.id), 1).execute()
