@@ -99,9 +99,7 @@ class Runtime:
         #: Connections of this process, handshakes in progress included, by client address.
         self.connections = ConnectionCounter()
         self.executor = ThreadPoolExecutor(max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-handler")
-        self.upgrade_executor = ThreadPoolExecutor(
-            max_workers=conf.HANDLER_THREADS, thread_name_prefix="wsgroups-upgrade"
-        )
+        self.upgrade_executor = ThreadPoolExecutor(conf.HANDLER_THREADS, thread_name_prefix="wsgroups-upgrade")
         self.transport: Transport | None = None
         self.directory = Directory()
         self.process_id: int | None = None
