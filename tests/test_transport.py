@@ -484,8 +484,11 @@ def test_stop_does_not_wait_forever_for_a_receive_that_ignores_its_cancellation(
                 elapsed = time.monotonic() - started
         finally:
             layer.release.set()  # the stuck task ends at the next cancellation (asyncio.run's)
-        assert 0.15 <= elapsed < 2
-        assert any("receive alive 0.2s after its cancellation" in r.getMessage() for r in records)
+        assert elapsed < 2  # waiting forever fails at wait_for's 5 s, on every Python
+        # Where the receive ignored its cancellation (Python 3.13 ends it through the
+        # transport anyway), stop waited SHUTDOWN_TIMEOUT for it, and said so.
+        said = any("receive alive 0.2s after its cancellation" in r.getMessage() for r in records)
+        assert said == (elapsed >= 0.15), (said, elapsed)
 
     asyncio.run(main())
 
