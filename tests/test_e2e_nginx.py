@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidStatus
 
 from .conftest import ROOT, Server
 from .services import free_port
-from .wsclient import RawResponse, _parse_head
+from .wsclient import RawResponse, raw_handshake
 
 pytestmark = pytest.mark.e2e
 
@@ -138,31 +138,7 @@ async def open_ws(nginx: Nginx, path: str, source: str = "127.0.0.2", **kwargs: 
 
 def raw_upgrade(nginx: Nginx, path: str, headers: dict[str, str], source: str = "127.0.0.2") -> RawResponse:
     """An upgrade request through nginx over a plain socket; the response head and body as sent."""
-    sock = socket.create_connection(("127.0.0.1", nginx.port), timeout=20, source_address=(source, 0))
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {PUBLIC_HOST}:{nginx.port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        *(f"{name}: {value}" for name, value in headers.items()),
-    ]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    response = _parse_head(data, sock)
-    length = response.header("Content-Length")
-    while length and len(response.body) < int(length[0]):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        response.body += chunk
-    return response
+    return raw_handshake(nginx.port, path, headers, timeout=20, source=source, host=f"{PUBLIC_HOST}:{nginx.port}")
 
 
 def http_get(nginx: Nginx, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:

@@ -54,16 +54,17 @@ def raw_handshake(
     extra_headers: dict[str, str] | None = None,
     timeout: float = 10,
     source: str | None = None,
+    host: str | None = None,
 ) -> RawResponse:
     """Send an upgrade request over a plain socket (from loopback address ``source``, if
-    given) and parse the response head (and body)."""
+    given; with ``host`` as its Host, if given) and parse the response head (and body)."""
     sock = socket.create_connection(
         ("127.0.0.1", port), timeout=timeout, source_address=(source, 0) if source else None
     )
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
         f"GET {path} HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
+        f"Host: {host or f'127.0.0.1:{port}'}",
         "Upgrade: websocket",
         "Connection: Upgrade",
         f"Sec-WebSocket-Key: {key}",
