@@ -23,10 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import async_timeout
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from .conftest import MULTI_WORKER_KINDS, ROOT, WORKERS, Server, private_database, run_ctl, server_command, start_server
 from .services import free_port
@@ -258,13 +256,8 @@ def test_sigterm_closes_every_socket_with_1001_and_runs_each_disconnect_handler_
         opened = [await _open(server) for _ in range(4)]
 
         async def closed(ws: ClientConnection, socket_id: int) -> tuple[int, int | None]:
-            try:
-                async with async_timeout.timeout(20):
-                    while True:
-                        await ws.recv()
-            except ConnectionClosed as exc:
-                return socket_id, exc.rcvd.code if exc.rcvd else None
-            raise AssertionError("unreachable")
+            code, _ = await close_of(ws, 20)
+            return socket_id, code
 
         waiters = [asyncio.create_task(closed(ws, socket_id)) for ws, socket_id in opened]
         await asyncio.sleep(0.2)
