@@ -9,12 +9,10 @@ buffers without bound for a client that stops reading; and it never negotiates
 permessage-deflate, which autobahn implements. This module subclasses daphne's protocol
 to fix exactly those points (compression as ``PERMESSAGE_DEFLATE`` says) and leaves the
 rest of daphne alone: its request header sanitising, its handshake timeout and
-autobahn's frame and message size limits stay in force. autobahn formats every new
-connection's 40 settings for a debug line (``pprint.pformat``, a tenth of the event
-loop's time when sockets churn) even when that line is not logged: :func:`install` makes
-that formatting happen only if it is. And it copies those settings onto each connection
-unless the protocol class has them, which :func:`share_settings` sees to (1.8 kB less per
-socket).
+autobahn's frame and message size limits stay in force. It also removes two costs per
+connection of autobahn (:mod:`wsgroups.servers.autobahn_settings`) and gives each socket
+the lean receive queue and flag of :mod:`wsgroups.servers.queues` in place of daphne's
+``asyncio.Queue`` and an ``asyncio.Event``.
 
 :func:`install` is called by :func:`wsgroups.asgi.get_asgi_application` whenever the
 process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne installed).
@@ -23,14 +21,12 @@ process runs daphne (``daphne ...`` or ``manage.py runserver`` with daphne insta
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import pprint
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
-from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from daphne import http_protocol, ws_protocol
@@ -39,6 +35,8 @@ from twisted.internet import tcp
 from ..codes import MAX_CLOSE_REASON_BYTES
 from ..conf import conf
 from ..handshake import WEBSOCKET_VERSION, check_header_bytes, head_refusal, serialize_response
+from .autobahn_settings import defer_debug_formatting, share_settings
+from .queues import Flag, ReceiveQueue
 
 __all__ = ["RESPONSE_EXTENSION", "WebSocketProtocol", "answer_offers", "install"]
 
@@ -119,8 +117,7 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
     def onOpen(self) -> None:
         # Learn when the client stops reading (twisted's write buffer passes its high-water
         # mark): sends then wait, as under uvicorn, instead of buffering without bound.
-        self.writable = asyncio.Event()
-        self.writable.set()
+        self.writable = Flag(True)
         # The HTTP channel that handed the connection over is still registered as its producer.
         if getattr(self.transport, "producer", None) is not None:
             self.transport.unregisterProducer()
@@ -201,14 +198,7 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
         if wasClean and reason and queue is not None:
             # daphne reports the client's close code but drops its reason (ASGI has a field
             # for it); autobahn's reason for an unclean close is its own text, not the client's.
-            put = queue.put_nowait
-
-            def put_with_reason(message: dict[str, Any]) -> None:
-                if message.get("type") == "websocket.disconnect":
-                    message = {**message, "reason": reason}
-                put(message)
-
-            queue.put_nowait = put_with_reason
+            self.application_queue = _AddingReason(queue, reason)
         super().onClose(wasClean, code, reason)
 
     def _accept(self, message: dict[str, Any]) -> None:
@@ -245,6 +235,20 @@ class WebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc]
             self.last_ping = time.time()
 
 
+class _AddingReason:
+    """A receive queue whose ``websocket.disconnect`` events get the client's close reason."""
+
+    __slots__ = ("queue", "reason")
+
+    def __init__(self, queue: Any, reason: str) -> None:
+        self.queue, self.reason = queue, reason
+
+    def put_nowait(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.disconnect":
+            message = {**message, "reason": self.reason}
+        self.queue.put_nowait(message)
+
+
 def _writable_now(transport: Any) -> bool:
     """A plain TCP transport with nothing buffered (twisted internals, checked defensively)."""
     return bool(
@@ -266,9 +270,22 @@ def _advertise_response_extension(server: Any) -> None:
     handle_reply = server.handle_reply
 
     def create_with_extension(protocol: Any, scope: dict[str, Any]) -> Any:
-        if isinstance(protocol, WebSocketProtocol):
-            scope = {**scope, "extensions": {**(scope.get("extensions") or {}), RESPONSE_EXTENSION: {}}}
-        return create_application(protocol, scope)
+        if not isinstance(protocol, WebSocketProtocol):
+            return create_application(protocol, scope)
+        # daphne's create_application, with the lean queue in place of an asyncio.Queue.
+        scope = {
+            **scope,
+            "asgi": scope.get("asgi") or {"version": "3.0"},
+            "extensions": {**(scope.get("extensions") or {}), RESPONSE_EXTENSION: {}},
+        }
+        queue = ReceiveQueue()
+        instance = server.application(scope=scope, receive=queue.get, send=partial(server.handle_reply, protocol))
+        connection = server.connections.get(protocol)
+        if connection is None:  # the client left while the application was being made
+            instance.close()
+            return None
+        connection["application_instance"] = asyncio.ensure_future(instance)
+        return queue
 
     async def handle_reply_when_writable(protocol: Any, message: dict[str, Any]) -> None:
         writable = getattr(protocol, "writable", None)
@@ -348,48 +365,12 @@ def _bound_request_heads(wrapper: Any, channel: Any) -> None:
     arm()
 
 
-def share_settings(cls: type[WebSocketProtocol], factory: Any) -> None:
-    """Make ``factory``'s settings attributes of the protocol class.
-
-    autobahn copies the factory's 40 settings onto every connection unless the protocol
-    already has them (1.8 kB per socket); as class attributes they cost nothing per socket.
-    """
-    if cls._settings_from is not factory:
-        for name in cls.CONFIG_ATTRS:
-            value = getattr(factory, name)
-            # A function (perMessageCompressionAccept) must not become a method.
-            setattr(cls, name, staticmethod(value) if inspect.isfunction(value) else value)
-        cls._settings_from = factory
-
-
-class DeferredFormat:
-    """``pprint.pformat(value)``, computed only when a log line formats it."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __str__(self) -> str:
-        return pprint.pformat(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _timings_str(timings: Any) -> str:
-    return pprint.pformat(timings._timings)
-
-
 def install(on_start: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
     """Make daphne build :class:`WebSocketProtocol` for every WebSocket connection and bound
     the time a connection may take to send its request head; run ``on_start`` on daphne's
     event loop as soon as it runs (daphne has no ASGI lifespan to say so)."""
     ws_protocol.WebSocketFactory.protocol = WebSocketProtocol
-    # Its debug lines are the only callers of pformat there but Timings' __str__, which
-    # must return a str: it gets pprint's own.
-    autobahn_protocol.pformat = DeferredFormat  # type: ignore[assignment,attr-defined]
-    autobahn_protocol.Timings.__str__ = _timings_str  # type: ignore[method-assign]
+    defer_debug_formatting()
     _adapt_http_factory()
     if on_start is not None:
         from twisted.internet import reactor as twisted_reactor

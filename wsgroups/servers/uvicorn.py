@@ -25,6 +25,7 @@ from typing import Any
 
 from ..conf import conf
 from ..handshake import WEBSOCKET_VERSION, head_refusal
+from .queues import Flag, ReceiveQueue
 
 __all__ = ["MAX_REQUEST_HEAD", "install"]
 
@@ -126,7 +127,9 @@ def _adapt(cls: Any) -> None:
 
 
 def _adapt_websocket_protocol(cls: Any) -> None:
-    """Four fixes to uvicorn's sans-I/O WebSocket protocol (websockets' ``ServerProtocol``):
+    """Four fixes to uvicorn's sans-I/O WebSocket protocol (websockets' ``ServerProtocol``),
+    and less memory per socket (see :mod:`wsgroups.servers.queues`; the handshake's request
+    and response, with their headers, are let go once the 101 has gone out):
 
     - messages over ``MAX_MESSAGE_SIZE`` are refused (1009) as soon as a frame header
       announces them, not after ``--ws-max-size`` (16 MiB) has been buffered;
@@ -142,10 +145,16 @@ def _adapt_websocket_protocol(cls: Any) -> None:
     """
     if getattr(cls, "_wsgroups_adapted", False):
         return
+    init = cls.__init__
     connection_made = cls.connection_made
     handle_connect = cls.handle_connect
     data_received = cls.data_received
     send = cls.send
+
+    def init_with_lean_state(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.queue = ReceiveQueue()
+        self.writable = Flag(True)
 
     def connection_made_with_size_limit(self: Any, transport: Any) -> None:
         connection_made(self, transport)
@@ -181,9 +190,13 @@ def _adapt_websocket_protocol(cls: Any) -> None:
 
     async def send_marking_refusals(self: Any, message: Any) -> None:
         await send(self, message)
-        if message.get("type") == "websocket.http.response.body" and not message.get("more_body", False):
+        kind = message.get("type")
+        if kind == "websocket.accept" and self.handshake_complete:
+            self.request = self.response = None  # read only until the 101 is written
+        elif kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
 
+    cls.__init__ = init_with_lean_state
     cls.connection_made = connection_made_with_size_limit
     cls.handle_connect = handle_connect_checking_version
     cls.data_received = data_received_answering_bad_heads
