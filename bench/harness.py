@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 from bench.registry import BARE_KEY, WSGROUPS_KEY, shard_clients, sync_client
-from bench.servers import LOOPBACK, ManagedProcess, ProcessGroup, run_command
+from bench.servers import BENCH_APPLICATION, LOOPBACK, STOCK_APPLICATION, ManagedProcess, ProcessGroup, run_command
 
 __all__ = [
     "ID_KEYS",
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 PATHS = {"wsgroups": "/bench/ws", "bare": "/bare/ws"}
+#: What each target's servers run: the baseline's never load wsgroups' ASGI application, so
+#: they serve it as a stock Channels project would (no wsgroups server adapter installed).
+APPLICATIONS = {"wsgroups": BENCH_APPLICATION, "bare": STOCK_APPLICATION}
 #: For scenarios that address no socket from outside: nothing is stored on either side.
 PLAIN_PATHS = {target: f"{path}?store=0" for target, path in PATHS.items()}
 #: The Redis set where each target's servers store the addresses of their sockets.
@@ -139,7 +142,7 @@ async def fresh_servers(ctx: Context, target: str, count: int = 1) -> AsyncItera
     try:
         for index in range(count):
             name = f"{ctx.options.server}-{target}-{index}"
-            started.append(ctx.processes.start_server(ctx.options.server, name))
+            started.append(ctx.processes.start_server(ctx.options.server, name, application=APPLICATIONS[target]))
         yield started
     finally:
         for process in started:

@@ -29,12 +29,15 @@ LOOPBACK = "127.0.0.1"
 SERVER_KINDS = ("daphne", "uvicorn")
 #: The ASGI application of benchmark servers (:mod:`bench.asgi`).
 BENCH_APPLICATION = "bench.asgi:application"
+#: The bare consumer under Channels alone, without wsgroups' server adapters (the baseline).
+STOCK_APPLICATION = "bench.stock_asgi:application"
 
 __all__ = [
     "BENCH_APPLICATION",
     "LOOPBACK",
     "ROOT",
     "SERVER_KINDS",
+    "STOCK_APPLICATION",
     "ManagedProcess",
     "ProcessGroup",
     "free_port",

@@ -12,13 +12,15 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
-import django
+from django.core.asgi import get_asgi_application
 
-django.setup()
+django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from bench.baseline import BareConsumer  # noqa: E402
 
-application = ProtocolTypeRouter({"websocket": URLRouter([path("bare/ws", BareConsumer.as_asgi())])})
+application = ProtocolTypeRouter(
+    {"http": django_application, "websocket": URLRouter([path("bare/ws", BareConsumer.as_asgi())])}
+)

@@ -133,6 +133,7 @@ def test_frames_still_reach_the_application(cls: type[WSStream]) -> None:
     got = asyncio.run(run_stream(cls, text, []))
     assert {"type": "websocket.receive", "bytes": None, "text": "hello"} in got
 
+
 REQUEST = [
     (b"host", b"127.0.0.1"),
     (b"upgrade", b"websocket"),

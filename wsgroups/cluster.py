@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from .bulk_insert import insert_ignoring_conflicts
 from .codes import Closing, close_for
 from .conf import conf
 from .models import Connection, IdBlock, Process
@@ -292,7 +293,7 @@ def write_registry(
                 row.close_code, row.close_reason = sock.close_code, sock.close_reason[:255]
             rows.append(row)
         if rows:
-            Connection.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+            insert_ignoring_conflicts(Connection, rows)
         opened_ids = {sock.id for sock in opened}
         by_rooms: dict[tuple[str, ...], list[int]] = {}
         for socket_id, names in rooms.items():
