@@ -100,6 +100,38 @@ def test_shutdown_closes_every_socket_with_1001_and_runs_disconnect_handlers(
     assert counts == {socket_id: 1 for socket_id, _ in results}
 
 
+@pytest.mark.parametrize("kind", ["daphne", "uvicorn"])
+def test_sends_by_id_that_reached_the_layer_before_sigterm_are_delivered_before_the_1001(
+    server_factory: ServerFactory, kind: str, base_env: dict[str, str]
+) -> None:
+    """Another process sends by ID to an open socket and signals its server the moment its
+    sends are in the channel layer, most of them not yet read: every one reaches the client,
+    in order, ahead of the 1001."""
+    server = server_factory(kind)
+    count = 20_000
+
+    async def scenario() -> tuple[list[str], int | None]:
+        ws, socket_id = await _open(server)
+        command = ["send", str(socket_id), "m{i}", f"--count={count}", f"--then-signal={server.process.pid}"]
+        sender = asyncio.create_task(asyncio.to_thread(run_ctl, base_env, *command))
+        received: list[str] = []
+        code = None
+        try:
+            async with async_timeout.timeout(60):
+                while True:
+                    received.append(str(await ws.recv()))
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+        assert await sender is True
+        return received, code
+
+    received, code = asyncio.run(scenario())
+    assert code == 1001
+    assert len(received) == count, f"{count - len(received)} of {count} messages lost"
+    assert received == [f"m{i}" for i in range(count)]
+    server.process.wait(20)
+
+
 def test_idle_sockets_stay_open_and_still_receive(server: Server) -> None:
     async def scenario() -> list[object]:
         sockets = [await _open(server, "idle") for _ in range(20)]

@@ -11,12 +11,15 @@ import threading
 import time
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 from django.test import override_settings
 
+from wsgroups import ops
 from wsgroups import shutdown as shutdown_module
 from wsgroups.ids import make_id
 from wsgroups.outbox import LocalSocket, SocketState
 from wsgroups.shutdown import install_signal_handlers, shutdown
+from wsgroups.transport import Transport
 
 ACCEPT = {"type": "websocket.accept"}
 GOING_AWAY = {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
@@ -219,3 +222,71 @@ def test_install_outside_the_main_thread_does_nothing(runtime, previous):
     thread.join()
     assert runtime.signals_installed is False
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# --- read_inbox_to_end() ----------------------------------------------------------------------
+
+
+def test_reading_the_inbox_to_its_end_applies_what_was_sent_before_and_only_then_returns():
+    class SlowRecorder:
+        """Applies each batch slowly, as a busy process would."""
+
+        def __init__(self):
+            self.ops = []
+
+        async def __call__(self, batch, reply_to):
+            await asyncio.sleep(0.02)
+            self.ops.extend(batch)
+            return []
+
+    class Directory:
+        async def channel_for_block(self, block):
+            return None
+
+    async def main():
+        layer = InMemoryChannelLayer()
+        loop = asyncio.get_running_loop()
+        stopping, sender = Transport(loop, layer, Directory()), Transport(loop, layer, Directory())
+        await stopping.start()
+        await sender.start()
+        recorder = SlowRecorder()
+        stopping.on_ops = recorder
+        sent = [ops.Send(make_id(61, n), f"m{n}") for n in range(1, 6)]
+        for op in sent:  # five batches: each waits in the channel while the one before is applied
+            sender.queue(stopping.channel_name, op)
+            assert await sender.drain(1) is True
+        assert recorder.ops != sent  # not all applied yet: they wait in the channel
+        assert await shutdown_module.read_inbox_to_end(stopping, 2.0) is True
+        assert recorder.ops == sent
+        assert stopping._futures == {}  # its mark's future is forgotten
+        await sender.stop()
+        await stopping.stop()
+
+    asyncio.run(main())
+
+
+def test_reading_the_inbox_gives_up_after_its_timeout():
+    class Directory:
+        async def channel_for_block(self, block):
+            return None
+
+    async def main():
+        layer = InMemoryChannelLayer()
+        transport = Transport(asyncio.get_running_loop(), layer, Directory())
+        await transport.start()
+        blocked = asyncio.Event()
+
+        async def stuck(batch, reply_to):  # a batch ahead of the mark that never finishes
+            await blocked.wait()
+            return []
+
+        transport.on_ops = stuck
+        batch = [ops.encode(ops.Send(make_id(61, 1), "stuck"))]
+        await layer.send(transport.channel_name, {"type": ops.BATCH_TYPE, "ops": batch, "reply_to": ""})
+        started = time.monotonic()
+        assert await shutdown_module.read_inbox_to_end(transport, 0.2) is False
+        assert 0.15 < time.monotonic() - started < 1.5
+        blocked.set()
+        await transport.stop()
+
+    asyncio.run(main())

@@ -52,6 +52,9 @@ __all__ = [
 #: ``type`` of a channel-layer message carrying a batch of ops, and of one carrying answers.
 BATCH_TYPE = "wsgroups.ops"
 REPLY_TYPE = "wsgroups.reply"
+#: ``type`` of a mark a process sends to its own channel: it is read after every message
+#: put there before it (``token``: the future it resolves).
+MARK_TYPE = "wsgroups.mark"
 
 
 class Send(NamedTuple):

@@ -1,6 +1,10 @@
 """Shutting a server process down cleanly: every socket closed with 1001 and its
 disconnect handler run before the server stops, on SIGINT, SIGTERM or ASGI lifespan.
 
+Before its sockets close, the process reads its channel to the end: what other processes
+sent to its sockets before the signal (sends by ID, broadcasts) is delivered ahead of the
+close frame, not dropped with the socket. That read takes at most ``SHUTDOWN_TIMEOUT``.
+
 A socket whose close has not reached its disconnect handler within ``SHUTDOWN_TIMEOUT``
 (thousands of clients answering the close at once on a busy machine) is handed to the
 reaper instead: it is marked reaped here, so this process never runs its handler, and the
@@ -20,12 +24,14 @@ import threading
 from types import FrameType
 from typing import Any
 
+from . import ops
 from .codes import Closing, close_for
 from .conf import conf
 from .outbox import SocketState
 from .runtime import Runtime
+from .transport import Transport
 
-__all__ = ["install_signal_handlers", "shutdown"]
+__all__ = ["install_signal_handlers", "read_inbox_to_end", "shutdown"]
 
 logger = logging.getLogger("wsgroups")
 
@@ -57,9 +63,37 @@ def install_signal_handlers(runtime: Runtime) -> None:
         signal.signal(signum, on_signal)
 
 
+async def read_inbox_to_end(transport: Transport, timeout: float) -> bool:
+    """Apply every message other processes put in this process's channel before now: a
+    mark sent to the channel itself is read after them. False if it did not come back
+    within ``timeout`` (the layer away, or a backlog longer than that)."""
+    token, future = transport.future()
+
+    async def mark_comes_back() -> bool:
+        if not await transport.send_message(transport.channel_name, {"type": ops.MARK_TYPE, "token": token}):
+            return False
+        return bool(await future)
+
+    try:
+        return await asyncio.wait_for(mark_comes_back(), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        return False
+    finally:
+        transport.discard(token)
+
+
 async def shutdown(runtime: Runtime) -> None:
-    """Close all sockets with 1001, wait (bounded) for their disconnect handlers, leave the cluster."""
+    """Deliver what other processes sent to this one's sockets before the signal, close all
+    sockets with 1001, wait (bounded) for their disconnect handlers, leave the cluster."""
     runtime.shutting_down = True
+    transport = runtime.transport
+    if transport is not None and transport.channel_name and len(runtime.table):
+        if not await read_inbox_to_end(transport, conf.SHUTDOWN_TIMEOUT):
+            logger.warning(
+                "wsgroups: messages sent to this process before its shutdown may not all have been "
+                "read within %.1fs; its sockets are closed now",
+                conf.SHUTDOWN_TIMEOUT,
+            )
     socks = runtime.table.close_all(*close_for(Closing.SHUTDOWN))
     handed_off: list[int] = []
     if socks:

@@ -10,9 +10,8 @@ from one sender to one process arrive in the order they were queued. Each batch 
 its sender's running number: a copy that the layer delivers twice when Redis fails
 mid-way (see :class:`~wsgroups.ops.RecentBatches`) is applied once.
 
-The operations and their wire format are in :mod:`wsgroups.ops`. This module imports
-nothing of wsgroups above the settings, the exceptions and the ops: the directory that
-maps ID blocks to channels is handed in.
+Operations and wire format: :mod:`wsgroups.ops`. This module imports nothing of wsgroups
+above the settings, the exceptions and the ops (the block-to-channel directory is handed in).
 """
 
 from __future__ import annotations
@@ -331,6 +330,8 @@ class Transport:
             await self.receive_message(message)
         elif kind == ops.REPLY_TYPE:
             self._answer(message.get("results") or [])
+        elif kind == ops.MARK_TYPE and isinstance(message.get("token"), int):
+            self._resolve(message["token"], True)
 
     async def receive_message(self, message: dict[str, Any]) -> None:
         """Decode and apply a batch message another process sent (undecodable ops are logged);

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -11,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from wsgroups import Group, Room, WebSocket
 from wsgroups.exceptions import TransportError
+from wsgroups.runtime import get_transport
 
 
 class Command(BaseCommand):
@@ -31,6 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--code", type=int, default=1000)
         parser.add_argument("--seconds", type=float, default=10.0, help="traffic: how long to keep sending")
         parser.add_argument("--interval", type=float, default=0.05, help="traffic: seconds between ticks")
+        parser.add_argument("--then-signal", type=int, default=0, help="send: SIGTERM this PID once the sends left")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action, target, rest = options["action"], options["target"], options["values"]
@@ -42,6 +46,13 @@ class Command(BaseCommand):
                 text = rest[0] * options["repeat"]
                 results = [ws.send(text.replace("{i}", str(i))) for i in range(options["count"])]
                 result = all(results)
+                if options["then_signal"]:
+                    # The sends handed to the channel layer, their target's server gets
+                    # SIGTERM at once: most of them still wait in its channel.
+                    transport = get_transport()
+                    if not transport.block_on(transport.drain(30), "drain"):
+                        raise RuntimeError("the sends were not handed to the channel layer in time")
+                    os.kill(options["then_signal"], signal.SIGTERM)
             elif action == "send-many":
                 # --count rounds of one send to each of the IDs; {id} and {i} in the text
                 # become the socket's ID and the round's number.
