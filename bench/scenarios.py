@@ -215,13 +215,18 @@ async def echo(ctx: Context, target: str) -> list[Record]:
 
 
 async def churn(ctx: Context, target: str) -> list[Record]:
-    """Open and close N connections, K at a time."""
+    """Open and close N connections, K at a time; and the server's CPU time (all threads)
+    per connection meanwhile: with client and server on one machine, a rate tells which of
+    them ran out first, the CPU time what each handshake costs the server."""
     o = ctx.options
     async with fresh_servers(ctx, target) as servers:
+        cpu_before = servers[0].cpu_seconds()
         result = await client.churn(ws_url(servers[0], PLAIN_PATHS[target]), o.churn_connections, o.churn_concurrency)
+        cpu = servers[0].cpu_seconds() - cpu_before
         values = {
             "connections/s": result.per_second,
             "failed connections": result.failures,
+            "server CPU per connection (ms)": 1000 * cpu / max(1, o.churn_connections),
             "server RSS (MiB)": mib(servers[0].rss_kib()),
         }
         return [

@@ -90,6 +90,11 @@ class ManagedProcess:
                 return int(line.split()[1])
         raise RuntimeError(f"{self.name} (pid {self.pid}) has no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the process has used so far, every thread included."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

@@ -5,8 +5,9 @@ reconnect to the other with the backoff of :mod:`bench.backoff`; then it comes b
 opened over 2 wsgroups server processes, alternating, each on ``/bench/ws?hello=1`` (the
 first frame says the socket's ID). A separate process (``bench.sender soak-ids``) sends
 by ID to every stored ID every ``--storm-ids-interval`` seconds for ``--storm-duration``
-seconds. Half an interval after it has logged its first round, server 0 gets SIGTERM: every socket on it is closed
-with 1001 and the client behind each one reconnects, sleeping
+seconds. As soon as it has logged its first round, server 0 gets SIGTERM (those sends still
+on their way to it must reach its sockets first); every socket on it is closed with 1001
+and the client behind each one reconnects, sleeping
 :func:`bench.backoff.reconnect_delay` before each attempt. The first attempt goes to the
 other server; after a failed one the server is picked at random, so once server 0 is
 back (it is restarted on its port as soon as its process has exited) attempts may land on
@@ -262,10 +263,9 @@ async def _run(
     arguments = ["--duration", str(o.storm_duration), "--interval", str(o.storm_ids_interval)]
     arguments += ["--size", str(o.size), "--log", str(ids_log)]
     sender = asyncio.ensure_future(run_sender(ctx, "soak-ids", arguments, o.storm_duration + o.timeout))
+    # At once: most of the first round's sends to server 0 are still in its channel when the
+    # signal comes, and its shutdown must deliver them before its 1001s.
     await _first_round(ids_log, sender, o.timeout)
-    # Half-way to the next round: what the first round sent has had time to arrive, so a
-    # loss at an old socket is not just an op in flight at the instant of the signal.
-    await asyncio.sleep(o.storm_ids_interval / 2)
     attempts = Attempts()
     deadline = time.monotonic() + o.timeout
     reconnects = [asyncio.ensure_future(_reconnect(load, t, urls, attempts, deadline)) for t in old]

@@ -57,6 +57,7 @@ RATES = {
     ("send by ID", "deliveries/s"),
     ("broadcaster tick", "deliveries/s"),
     ("churn", "connections/s"),
+    ("churn", "server CPU per connection (ms)"),
     ("memory", "server RSS after (MiB)"),
     ("room broadcast", "deliveries/s"),
     ("group broadcast, same sockets", "deliveries/s"),

@@ -172,7 +172,12 @@ class Settings:
     HANDLER_MODE = Option(
         "inline", str, handler_mode, "'inline': handlers run in the server; 'worker': in runworker wsgroups"
     )
-    SHUTDOWN_TIMEOUT = Option(5.0, float, non_negative_number, "seconds to wait for disconnect handlers at shutdown")
+    SHUTDOWN_TIMEOUT = Option(
+        5.0,
+        float,
+        non_negative_number,
+        "seconds a shutdown waits to read what was sent to it, then for disconnect handlers",
+    )
     CLOSE_TIMEOUT = Option(
         5.0, float, positive_number, "seconds a socket closed for overflow may take before it is abandoned"
     )
