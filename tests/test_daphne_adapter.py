@@ -159,3 +159,51 @@ def test_install_defers_autobahns_debug_formatting():
 
     daphne.install()
     assert autobahn_protocol.pformat is DeferredFormat
+
+
+def test_websocket_applications_receive_from_a_lean_queue_with_the_response_extension():
+    import asyncio
+
+    from wsgroups.servers.daphne import RESPONSE_EXTENSION, WebSocketProtocol, _advertise_response_extension
+    from wsgroups.servers.queues import ReceiveQueue
+
+    class Server:
+        def __init__(self):
+            self.connections = {}
+            self.scopes = []
+            self.http = []
+
+        async def application(self, scope, receive, send):
+            self.scopes.append(scope)
+            self.received = await receive()
+
+        def create_application(self, protocol, scope):  # daphne's, for HTTP
+            self.http.append(scope)
+            return "daphne's queue"
+
+        async def handle_reply(self, protocol, message):
+            pass
+
+    async def server_app(scope, receive, send):
+        await receive()
+
+    async def main():
+        server = Server()
+        _advertise_response_extension(server)
+        protocol = WebSocketProtocol()
+        server.connections[protocol] = {}
+        queue = server.create_application(protocol, {"type": "websocket", "path": "/ws"})
+        assert isinstance(queue, ReceiveQueue)
+        queue.put_nowait({"type": "websocket.connect"})
+        await asyncio.wait_for(server.connections[protocol]["application_instance"], 1)
+        assert server.received == {"type": "websocket.connect"}
+        [scope] = server.scopes
+        assert scope["asgi"] == {"version": "3.0"} and RESPONSE_EXTENSION in scope["extensions"]
+        assert server.create_application(object(), {"type": "http"}) == "daphne's queue"  # HTTP: daphne's own
+        made = []
+        server.application = lambda **kwargs: made.append(server_app(**kwargs)) or made[-1]
+        gone = WebSocketProtocol()  # the client left while its application was being made
+        assert server.create_application(gone, {"type": "websocket", "path": "/ws"}) is None
+        assert made[0].cr_frame is None  # closed, not left to warn that it was never awaited
+
+    asyncio.run(main())

@@ -282,7 +282,9 @@ def _advertise_response_extension(server: Any) -> None:
         instance = server.application(scope=scope, receive=queue.get, send=partial(server.handle_reply, protocol))
         connection = server.connections.get(protocol)
         if connection is None:  # the client left while the application was being made
-            instance.close()
+            close = getattr(instance, "close", None)
+            if close is not None:
+                close()  # a coroutine never awaited
             return None
         connection["application_instance"] = asyncio.ensure_future(instance)
         return queue
