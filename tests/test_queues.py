@@ -113,3 +113,12 @@ async def test_a_drained_queue_lets_its_storage_go():
     assert queue._items is not None
     await queue.get()
     assert queue._items is None and queue._getters is None
+
+
+@on_a_loop
+async def test_the_benchmark_of_their_per_frame_cost_runs_both_sides():
+    from bench.queues import frame_at_a_time, wait_while_set
+
+    for make in (asyncio.Queue, ReceiveQueue):
+        assert await frame_at_a_time(make, count=200) > 0
+    assert await wait_while_set(lambda: Flag(True), count=200) > 0
