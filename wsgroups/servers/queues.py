@@ -24,6 +24,15 @@ def _wake_first(waiters: list[asyncio.Future[None]]) -> None:
             return
 
 
+def _enlist(waiters: list[asyncio.Future[None]] | None) -> tuple[list[asyncio.Future[None]], asyncio.Future[None]]:
+    """A new waiter, appended to ``waiters`` (a new list if there is none yet); both."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    if waiters is None:
+        waiters = []
+    waiters.append(waiter)
+    return waiters, waiter
+
+
 def _forget(waiters: list[asyncio.Future[None]] | None, waiter: asyncio.Future[None]) -> bool:
     """Remove ``waiter``; return whether the list is now empty."""
     if waiters is None:
@@ -65,10 +74,7 @@ class ReceiveQueue:
 
     async def get(self) -> Any:
         while not self._items:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(waiter)
+            self._getters, waiter = _enlist(self._getters)
             try:
                 await waiter
             except BaseException:
@@ -119,10 +125,7 @@ class Flag:
     async def wait(self) -> bool:
         if self._set:
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        self._waiters, waiter = _enlist(self._waiters)
         try:
             await waiter
         finally:
